@@ -1,0 +1,135 @@
+"""The error tree of hunt-runner.
+
+Every exception the package raises on purpose derives from ``HuntRunnerError``;
+third-party exceptions (aiohttp, msal, sqlite3, yaml) are translated where they
+are caught and never leak further::
+
+    HuntRunnerError
+    ├── ConfigError            a configuration or hunt file is wrong (file, line, key)
+    ├── AuthError              no token: bad credentials, unreachable identity endpoint
+    ├── ApiError               the hunting API answered with an error (status, code)
+    │   ├── QueryError         400: the query itself is wrong; never retried as-is
+    │   ├── UnauthorizedError  401: token expired or for another audience
+    │   ├── ForbiddenError     403: the application lacks the endpoint's role
+    │   ├── ThrottledError     429: a call or CPU quota is exhausted (retry_after)
+    │   └── ServerError        5xx: transient on the service side
+    ├── TransportError         no usable answer: reset, timeout, TLS, malformed body
+    ├── StateError             the state database cannot be read or written
+    └── SinkError              a sink could not take a batch
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class HuntRunnerError(Exception):
+    """Base of every error hunt-runner raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in one file, reported as ``file:line: message``."""
+
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+class ConfigError(HuntRunnerError):
+    """Configuration or hunt files are wrong; carries every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+class AuthError(HuntRunnerError):
+    """A token could not be acquired for a tenant."""
+
+    def __init__(self, tenant: str, code: str, description: str) -> None:
+        self.tenant = tenant
+        self.code = code
+        self.description = description
+        super().__init__(f"tenant {tenant}: token request failed: {code}: {description}")
+
+
+class ApiError(HuntRunnerError):
+    """The hunting API answered a call with an error status."""
+
+    def __init__(
+        self, tenant: str, status: int, code: str, message: str, *, hunt: str = ""
+    ) -> None:
+        self.tenant = tenant
+        self.hunt = hunt
+        self.status = status
+        self.code = code
+        self.message = message
+        where = f"hunt {hunt}, tenant {tenant}" if hunt else f"tenant {tenant}"
+        super().__init__(f"{where}: HTTP {status} {code}: {message}")
+
+
+class QueryError(ApiError):
+    """The service rejected the query (400); retrying it unchanged cannot help."""
+
+
+class UnauthorizedError(ApiError):
+    """The token was refused (401)."""
+
+
+class ForbiddenError(ApiError):
+    """The application lacks the role the endpoint requires (403)."""
+
+
+class ThrottledError(ApiError):
+    """A quota is exhausted (429).
+
+    ``window`` is the call window the body names (``"00:01:00"``) or ``None``
+    when the body does not name one, which means a CPU quota or an unknown kind.
+    """
+
+    def __init__(
+        self,
+        tenant: str,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        retry_after: float | None,
+        window: str | None,
+        limit: int | None,
+        hunt: str = "",
+    ) -> None:
+        super().__init__(tenant, status, code, message, hunt=hunt)
+        self.retry_after = retry_after
+        self.window = window
+        self.limit = limit
+
+
+class ServerError(ApiError):
+    """The service failed on its side (5xx)."""
+
+
+class TransportError(HuntRunnerError):
+    """The call produced no usable answer: reset, timeout, TLS or a broken body."""
+
+    def __init__(self, tenant: str, reason: str) -> None:
+        self.tenant = tenant
+        self.reason = reason
+        super().__init__(f"tenant {tenant}: {reason}")
+
+
+class StateError(HuntRunnerError):
+    """The state database could not be read or written."""
+
+
+class SinkError(HuntRunnerError):
+    """A sink could not take a batch; ``retryable`` says whether to try again."""
+
+    def __init__(self, sink: str, message: str, *, retryable: bool = True) -> None:
+        self.sink = sink
+        self.retryable = retryable
+        super().__init__(f"sink {sink}: {message}")
