@@ -13,7 +13,8 @@ are caught and never leak further::
     │   ├── ForbiddenError     403: the application lacks the endpoint's role
     │   ├── ThrottledError     429: a call or CPU quota is exhausted (retry_after)
     │   └── ServerError        5xx: transient on the service side
-    ├── TransportError         no usable answer: reset, timeout, TLS, malformed body
+    ├── TransportError         no usable answer: reset, timeout, malformed body
+    │   └── TlsError           the peer's certificate was not trusted; not retried
     ├── StateError             the state database cannot be read or written
     └── SinkError              a sink could not take a batch
 """
@@ -120,6 +121,10 @@ class TransportError(HuntRunnerError):
         self.tenant = tenant
         self.reason = reason
         super().__init__(f"tenant {tenant}: {reason}")
+
+
+class TlsError(TransportError):
+    """TLS verification failed: a wrong CA bundle or an intercepting proxy."""
 
 
 class StateError(HuntRunnerError):

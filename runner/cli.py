@@ -1,0 +1,347 @@
+"""The ``hunt-runner`` command: argument parsing and wiring, no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from runner import __version__, logs
+from runner.errors import ConfigError, HuntRunnerError, Problem
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+log = structlog.get_logger("runner.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hunt-runner",
+        description="Run Microsoft Defender advanced hunting queries on a schedule.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def folders(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--config", default="config", type=Path, help="configuration folder"
+        )
+        command.add_argument(
+            "--jobs",
+            default=[],
+            action="append",
+            type=Path,
+            help="hunt file or folder (repeatable; default: jobs)",
+        )
+
+    run = commands.add_parser("run", help="run the daemon (or every hunt once)")
+    folders(run)
+    run.add_argument(
+        "--once", action="store_true", help="run every enabled hunt once, then exit"
+    )
+
+    validate = commands.add_parser(
+        "validate", help="check configuration and hunts offline"
+    )
+    validate.add_argument("paths", nargs="*", type=Path, help="hunt files or folders")
+    validate.add_argument("--config", default=None, type=Path)
+
+    query = commands.add_parser("query", help="run one ad-hoc KQL query")
+    folders(query)
+    query.add_argument("kql", help="the query text")
+    query.add_argument("--tenant", help="tenant name (default: the first)")
+    query.add_argument("--lookback", default="1d", help="window to query (e.g. 1d)")
+    query.add_argument("--json", action="store_true", help="print rows as JSON lines")
+
+    listing = commands.add_parser("list", help="hunts, schedules and next runs")
+    folders(listing)
+
+    status = commands.add_parser("status", help="quota and run status from the state file")
+    status.add_argument("--config", default="config", type=Path)
+    status.add_argument("--json", action="store_true")
+
+    health = commands.add_parser("health", help="exit 0 if the daemon is alive")
+    health.add_argument("--config", default="config", type=Path)
+    health.add_argument("--max-age", default=120.0, type=float,
+                        help="seconds since the daemon last wrote its status")
+
+    sandbox = commands.add_parser("sandbox", help="serve the emulated Defender API")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", default=0, type=int, help="0 picks a free port")
+    sandbox.add_argument("--ca-out", default=None, type=Path, help="where to write the CA")
+    sandbox.add_argument("--config", default=None, type=Path,
+                         help="configuration folder whose sandbox: section to use")
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logs.configure("info")
+    handler = {
+        "run": _run,
+        "validate": _validate,
+        "query": _query,
+        "list": _list,
+        "status": _status,
+        "health": _health,
+        "sandbox": _sandbox,
+    }[args.command]
+    try:
+        return handler(args)
+    except ConfigError as error:
+        _print_problems(error.problems)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _print_problems(problems: Sequence[Problem]) -> None:
+    for problem in problems:
+        print(problem, file=sys.stderr)
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, list[Any]]:
+    """Settings and hunts, or ``ConfigError`` with every problem found."""
+    from runner.config import load_config
+    from runner.hunts import load_hunts
+
+    settings, problems = load_config(args.config)
+    if settings is None:
+        raise ConfigError(problems)
+    logs.configure(settings.log_level, json=_json_logs(settings.log_format))
+    hunts, hunt_problems = load_hunts(args.jobs or [Path("jobs")], settings.hunt_defaults)
+    problems += hunt_problems
+    if problems:
+        _print_problems(problems)
+        for problem in problems:
+            log.error("config.problem", file=problem.path, line=problem.line,
+                      problem=problem.message)
+
+    return settings, hunts
+
+
+def _json_logs(log_format: str) -> bool | None:
+    return {"json": True, "console": False}.get(log_format)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from runner.daemon import Runtime, install_stop_signals
+
+    settings, hunts = _load(args)
+    enabled = [hunt for hunt in hunts if hunt.enabled]
+    if not enabled:
+        log.error("config.no_hunts", jobs=[str(p) for p in args.jobs or ["jobs"]])
+        return EXIT_CONFIG
+
+    async def once() -> int:
+        async with Runtime(settings, hunts) as runtime:
+            results = await runtime.run_once()
+        failed = [r for r in results if not r.ok]
+        log.info(
+            "run.finished",
+            runs=len(results),
+            succeeded=len(results) - len(failed),
+            failed=len(failed),
+            rows=sum(r.rows for r in results),
+        )
+
+        return EXIT_FAILED if failed else EXIT_OK
+
+    async def forever() -> int:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        async with Runtime(settings, hunts) as runtime:
+            await runtime.run_forever(stop)
+
+        return EXIT_OK
+
+    try:
+        return asyncio.run(once() if args.once else forever())
+    except HuntRunnerError as error:
+        log.error("run.aborted", error=str(error))
+        return EXIT_FAILED
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from runner.validate import validate_paths
+
+    paths = args.paths or [Path("jobs")]
+    config = args.config if args.config is not None else (
+        Path("config") if not args.paths else None
+    )
+    problems = validate_paths(paths, config)
+    _print_problems(problems)
+    print(
+        f"{len(problems)} problem(s)" if problems else "no problems",
+        file=sys.stderr,
+    )
+
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def _query(args: argparse.Namespace) -> int:
+    from runner.client import timespan
+    from runner.daemon import Runtime
+    from runner.durations import parse_duration
+    from runner.schedule import Window, query_prelude
+
+    settings, hunts = _load(args)
+    tenant = args.tenant or settings.tenants[0].name
+    lookback = parse_duration(args.lookback)
+
+    async def ask() -> Any:
+        async with Runtime(settings, []) as runtime:
+            if tenant not in runtime.clients:
+                raise ConfigError([Problem(str(args.config), 0, f"no tenant {tenant!r}")])
+            end = datetime.now(UTC)
+            start = end - lookback
+            prelude = query_prelude(Window(start, end))
+            return await runtime.clients[tenant].query(
+                prelude + args.kql, timespan=timespan(start, end)
+            )
+
+    try:
+        outcome = asyncio.run(ask())
+    except HuntRunnerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    result = outcome.result
+    if args.json:
+        for row in result.rows:
+            print(json.dumps(row, ensure_ascii=False))
+    else:
+        _print_table([c.name for c in result.columns], result.rows)
+    print(f"{len(result.rows)} row(s)", file=sys.stderr)
+
+    return EXIT_OK
+
+
+def _print_table(columns: Sequence[str], rows: Sequence[Any]) -> None:
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [
+        min(60, max([len(c)] + [len(line[i]) for line in cells]))
+        for i, c in enumerate(columns)
+    ]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for line in cells:
+        print("  ".join(v[:w].ljust(w) for v, w in zip(line, widths, strict=True)))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+
+    return str(value)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from runner.schedule import trigger_for
+    from runner.state import State
+
+    settings, hunts = _load(args)
+    state = State(settings.state_path) if settings.state_path.exists() else None
+    now = datetime.now(UTC)
+    print(f"{'hunt':40} {'schedule':22} {'severity':9} {'next run (UTC)':20} watermark")
+    for hunt in hunts:
+        schedule = hunt.schedule.cron or f"every {hunt.schedule.every}"
+        next_run = trigger_for(hunt).get_next_fire_time(None, now)
+        marks = []
+        if state is not None:
+            for (hunt_id, tenant), mark in state.watermarks().items():
+                if hunt_id == hunt.id:
+                    marks.append(f"{tenant}={mark:%Y-%m-%d %H:%M:%S}")
+        shown = "disabled" if not hunt.enabled else f"{next_run:%Y-%m-%d %H:%M:%S}"
+        print(
+            f"{hunt.id[:40]:40} {schedule[:22]:22} {hunt.severity:9} {shown:20} "
+            f"{', '.join(marks) or '-'}"
+        )
+
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    from runner.config import load_config
+    from runner.state import State
+
+    settings, problems = load_config(args.config)
+    if settings is None:
+        raise ConfigError(problems)
+    if not settings.state_path.exists():
+        print(f"no state file at {settings.state_path}: the daemon has not run yet")
+        return EXIT_OK
+    state = State(settings.state_path)
+    report = {"tenants": state.tenant_status(), "runs": state.last_runs()}
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return EXIT_OK
+    for tenant, snapshot in report["tenants"].items():
+        print(f"tenant {tenant} (as of {snapshot.pop('updated_at')})")
+        for key, value in snapshot.items():
+            print(f"  {key}: {json.dumps(value, default=str)}")
+    print()
+    print(f"{'hunt':40} {'tenant':12} {'status':7} {'rows':>6} window end")
+    for run in report["runs"]:
+        print(
+            f"{run['hunt'][:40]:40} {run['tenant'][:12]:12} {run['status']:7} "
+            f"{run['rows']:>6} {run['window_end']}"
+        )
+
+    return EXIT_OK
+
+
+def _health(args: argparse.Namespace) -> int:
+    from runner.config import load_config
+    from runner.state import State
+
+    settings, problems = load_config(args.config)
+    if settings is None:
+        raise ConfigError(problems)
+    if not settings.state_path.exists():
+        print("unhealthy: no state file yet", file=sys.stderr)
+        return EXIT_FAILED
+    statuses = State(settings.state_path).tenant_status()
+    now = datetime.now(UTC)
+    ages = [
+        (now - datetime.fromisoformat(s["updated_at"])).total_seconds()
+        for s in statuses.values()
+    ]
+    if not ages or min(ages) > args.max_age:
+        print("unhealthy: the daemon has not written its status recently", file=sys.stderr)
+        return EXIT_FAILED
+    print("healthy")
+
+    return EXIT_OK
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from runner.sandbox.server import serve
+    from runner.sandbox.settings import SandboxSettings
+
+    section: dict[str, Any] = {}
+    if args.config is not None:
+        from runner.config import load_config
+
+        settings, problems = load_config(args.config)
+        if settings is None:
+            raise ConfigError(problems)
+        section = dict(settings.sandbox)
+    asyncio.run(
+        serve(SandboxSettings.from_mapping(section), args.host, args.port, args.ca_out)
+    )
+
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

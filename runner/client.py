@@ -1,0 +1,243 @@
+"""Calls to the hunting APIs: the wire, retries, and translation into our errors.
+
+Status codes become the error tree of ``runner.errors`` here and nowhere else:
+401 gets one token refresh, then fails; 400 fails the hunt without a retry; 429
+is handed to the caller's throttle hook and retried once the limiter allows;
+5xx, resets, timeouts and broken bodies get bounded retries with backoff and
+jitter (stamina).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import stamina
+import structlog
+
+from runner.auth import TokenProvider
+from runner.clouds import Endpoints
+from runner.errors import (
+    ApiError,
+    ForbiddenError,
+    QueryError,
+    ServerError,
+    ThrottledError,
+    TlsError,
+    TransportError,
+    UnauthorizedError,
+)
+from runner.limiter import parse_retry_after
+from runner.results import QueryResult, parse_response
+
+log = structlog.get_logger(__name__)
+
+_CALL_QUOTA = re.compile(r"maximum allowed (\d+) per ([\d.:]+)")
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """A successful query and what it took: HTTP calls made, seconds elapsed."""
+
+    result: QueryResult
+    calls: int
+    elapsed: float
+
+
+def timespan(start: datetime, end: datetime) -> str:
+    """The Graph ``Timespan`` for a window, ``start/end`` in ISO 8601 UTC."""
+    return f"{_iso(start)}/{_iso(end)}"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def ssl_context(ca_bundle: str | None, *, verify: bool = True) -> ssl.SSLContext | bool:
+    """TLS settings for a tenant: the system store plus an optional CA bundle."""
+    if not verify:
+        return False
+    context = ssl.create_default_context()
+    if ca_bundle:
+        context.load_verify_locations(cafile=ca_bundle)
+
+    return context
+
+
+class HuntingClient:
+    """Runs queries against one tenant's hunting endpoint."""
+
+    def __init__(
+        self,
+        tenant: str,
+        *,
+        endpoints: Endpoints,
+        tokens: TokenProvider,
+        session: aiohttp.ClientSession,
+        ssl: ssl.SSLContext | bool = True,
+        proxy: str | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 240.0,
+        max_retries: int = 4,
+    ) -> None:
+        self.tenant = tenant
+        self.endpoints = endpoints
+        self._tokens = tokens
+        self._session = session
+        self._ssl = ssl
+        self._proxy = proxy
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._max_retries = max_retries
+
+    async def query(
+        self,
+        query: str,
+        *,
+        hunt: str = "",
+        timespan: str | None = None,
+        before_call: Callable[[], Awaitable[None]] | None = None,
+        on_throttled: Callable[[ThrottledError], None] | None = None,
+    ) -> CallOutcome:
+        """Run *query*; ``before_call`` is awaited before every HTTP attempt.
+
+        A limiter passes ``before_call`` to take a call token for each attempt,
+        retries included, and ``on_throttled`` to learn of every 429. Without a
+        limiter a 429 is waited out for its ``Retry-After``.
+        """
+        body: dict[str, Any] = {"Query": query}
+        if timespan is not None and self.endpoints.backend == "graph":
+            body["Timespan"] = timespan
+        payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        calls = 0
+        refreshed = False
+        started = time.monotonic()
+
+        def retry_on(error: Exception) -> bool | float:
+            if isinstance(error, ThrottledError):
+                if on_throttled is not None:
+                    on_throttled(error)
+                    return 0.0
+                return error.retry_after if error.retry_after is not None else 1.0
+            if isinstance(error, TlsError):
+                return False
+
+            return isinstance(error, ServerError | TransportError)
+
+        async for attempt in stamina.retry_context(
+            on=retry_on,
+            attempts=self._max_retries + 1,
+            timeout=None,
+            wait_initial=0.5,
+            wait_max=30.0,
+        ):
+            with attempt:
+                if before_call is not None:
+                    await before_call()
+                calls += 1
+                try:
+                    result = await self._post(payload, hunt)
+                except UnauthorizedError:
+                    if refreshed:
+                        raise
+                    refreshed = True
+                    await self._tokens.refresh()
+                    if before_call is not None:
+                        await before_call()
+                    calls += 1
+                    result = await self._post(payload, hunt)
+
+        return CallOutcome(result=result, calls=calls, elapsed=time.monotonic() - started)
+
+    async def _post(self, payload: bytes, hunt: str) -> QueryResult:
+        token = await self._tokens.token()
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json; charset=utf-8",
+            "Accept": "application/json",
+        }
+        try:
+            async with self._session.post(
+                self.endpoints.query_url,
+                data=payload,
+                headers=headers,
+                ssl=self._ssl,
+                proxy=self._proxy,
+                timeout=self._timeout,
+            ) as response:
+                raw = await response.read()
+                status = response.status
+                response_headers = dict(response.headers)
+        except aiohttp.ClientConnectorCertificateError as error:
+            raise TlsError(
+                self.tenant, f"TLS certificate of {error.host} not trusted: "
+                f"{error.certificate_error}"
+            ) from error
+        except aiohttp.ClientSSLError as error:
+            raise TlsError(self.tenant, f"TLS handshake failed: {error}") from error
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            raise TransportError(
+                self.tenant, f"request failed: {type(error).__name__}: {error}"
+            ) from error
+
+        if status == 200:
+            try:
+                return parse_response(json.loads(raw))
+            except (ValueError, UnicodeDecodeError) as error:
+                raise TransportError(
+                    self.tenant, f"malformed response body ({len(raw)} bytes): {error}"
+                ) from error
+
+        raise _translate(self.tenant, hunt, status, raw, response_headers)
+
+
+def _translate(
+    tenant: str, hunt: str, status: int, raw: bytes, headers: Mapping[str, str]
+) -> ApiError:
+    code, message = _error_fields(raw)
+    if status == 400:
+        return QueryError(tenant, status, code, message, hunt=hunt)
+    if status == 401:
+        return UnauthorizedError(tenant, status, code, message, hunt=hunt)
+    if status == 403:
+        return ForbiddenError(tenant, status, code, message, hunt=hunt)
+    if status == 429:
+        quota = _CALL_QUOTA.search(message)
+        return ThrottledError(
+            tenant,
+            status,
+            code,
+            message,
+            retry_after=parse_retry_after(headers),
+            window=quota.group(2) if quota else None,
+            limit=int(quota.group(1)) if quota else None,
+            hunt=hunt,
+        )
+    if status >= 500:
+        return ServerError(tenant, status, code, message or "(empty message)", hunt=hunt)
+
+    return ApiError(tenant, status, code, message, hunt=hunt)
+
+
+def _error_fields(raw: bytes) -> tuple[str, str]:
+    """The ``error.code`` and ``error.message`` of a body, whatever its shape."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return "", raw[:200].decode("utf-8", "replace")
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("code", "")), str(error.get("message", ""))
+    if isinstance(error, str):
+        return error, str(body.get("error_description", ""))
+
+    return "", json.dumps(body)[:200]

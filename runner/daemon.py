@@ -1,0 +1,248 @@
+"""Wiring: from loaded configuration and hunts to a running daemon.
+
+``Runtime`` owns every long-lived object of a process (the HTTP session, one
+token provider and client per tenant, the limiter, the state file, the outbox
+and its dispatcher, and the in-process sandbox when a tenant's cloud is
+``sandbox``) and closes them in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aiohttp
+import structlog
+
+from runner import clouds
+from runner.auth import ClientCredential, TokenProvider
+from runner.client import HuntingClient, ssl_context
+from runner.clock import Clock, SystemClock
+from runner.config import Settings, Tenant
+from runner.executor import Executor, RunResult
+from runner.hunts import Hunt
+from runner.limiter import Limiter
+from runner.outbox import Outbox
+from runner.records import Record, severity_rank
+from runner.sinks import build_sink
+from runner.sinks.dispatcher import Dispatcher
+from runner.state import State
+
+log = structlog.get_logger(__name__)
+
+STATUS_INTERVAL = 10.0
+
+
+class Runtime:
+    """Everything one process needs to run hunts; use with ``async with``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        hunts: Sequence[Hunt],
+        *,
+        clock: Clock | None = None,
+        sandbox: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.hunts = [hunt for hunt in hunts if hunt.enabled]
+        self.clock: Clock = clock or SystemClock()
+        self._external_sandbox = sandbox
+        self.sandbox: Any = None
+        self._stack = AsyncExitStack()
+        self.clients: dict[str, HuntingClient] = {}
+        self._tokens: list[TokenProvider] = []
+
+    async def __aenter__(self) -> Runtime:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
+
+    async def _start(self) -> None:
+        settings = self.settings
+        if any(t.cloud == "sandbox" for t in settings.tenants):
+            self.sandbox = self._external_sandbox or await self._start_sandbox()
+        self.state = State(settings.state_path)
+        self._stack.callback(self.state.close)
+        self.session = aiohttp.ClientSession()
+        self._stack.push_async_callback(self.session.close)
+        self.limiter = Limiter(self.clock)
+        for tenant in settings.tenants:
+            self.limiter.add(tenant.name, tenant.limits)
+            self.clients[tenant.name] = self._client(tenant)
+        self.outbox = Outbox(settings.state_path)
+        self._stack.push_async_callback(self.outbox.aclose)
+        sinks = [(spec, build_sink(spec)) for spec in settings.sinks]
+        self.dispatcher = Dispatcher(
+            self.outbox, sinks, dead_letter_dir=settings.state_path.parent / "dead-letter"
+        )
+        await self.dispatcher.start()
+        self._stack.push_async_callback(self.dispatcher.aclose)
+        self.executor = Executor(
+            state=self.state,
+            clients=self.clients,
+            limiter=self.limiter,
+            clock=self.clock,
+            sinks_for=self._sinks_for,
+            data_window=settings.data_window,
+            wait_for_room=self.outbox.wait_for_room,
+            notify=self.dispatcher.notify,
+            tenants_for=self._tenants_for,
+        )
+
+    async def _start_sandbox(self) -> Any:
+        from runner.sandbox.server import Sandbox
+        from runner.sandbox.settings import SandboxSettings
+
+        sandbox_settings = SandboxSettings.from_mapping(dict(self.settings.sandbox))
+        sandbox = await self._stack.enter_async_context(Sandbox(sandbox_settings))
+        log.info("sandbox.embedded", base_url=sandbox.base_url, ca_file=str(sandbox.ca_path))
+
+        return sandbox
+
+    def _client(self, tenant: Tenant) -> HuntingClient:
+        credential = tenant.credential
+        if tenant.cloud == "sandbox":
+            demo = self.sandbox.demo
+            tenant_id = tenant.tenant_id or demo.tenant_id
+            client_id = tenant.client_id or demo.client_id
+            if credential.kind == "sandbox":
+                proof = ClientCredential(secret=demo.client_secret)
+            else:
+                proof = _proof(credential)
+            ca_bundle: str | None = tenant.ca_bundle or str(self.sandbox.ca_path)
+            sandbox_base = self.sandbox.base_url
+        else:
+            tenant_id = tenant.tenant_id
+            client_id = tenant.client_id or ""
+            proof = _proof(credential)
+            ca_bundle = tenant.ca_bundle
+            sandbox_base = None
+        endpoints = clouds.resolve(
+            tenant.cloud,
+            tenant.backend,
+            tenant_id,
+            authority=tenant.authority,
+            api_base=tenant.api_base,
+            sandbox_base=sandbox_base,
+        )
+        if not tenant.verify_tls:
+            log.warning("tenant.tls_verification_disabled", tenant=tenant.name)
+        verify: bool | str = (ca_bundle or True) if tenant.verify_tls else False
+        tokens = TokenProvider(
+            tenant.name,
+            client_id=client_id,
+            credential=proof,
+            authority=endpoints.authority,
+            scope=endpoints.scope,
+            verify=verify,
+            proxy=tenant.proxy,
+            timeout=tenant.connect_timeout + 30.0,
+        )
+        self._tokens.append(tokens)
+        self._stack.callback(tokens.close)
+
+        return HuntingClient(
+            tenant.name,
+            endpoints=endpoints,
+            tokens=tokens,
+            session=self.session,
+            ssl=ssl_context(ca_bundle, verify=tenant.verify_tls),
+            proxy=tenant.proxy,
+            connect_timeout=tenant.connect_timeout,
+            read_timeout=tenant.read_timeout,
+            max_retries=tenant.limits.max_retries,
+        )
+
+    def _tenants_for(self, hunt: Hunt) -> Sequence[str]:
+        return hunt.tenants or tuple(t.name for t in self.settings.tenants)
+
+    def _sinks_for(self, hunt: Hunt, _: Record | None) -> Sequence[str]:
+        wanted = hunt.sinks or self.settings.default_sinks
+        chosen = []
+        for spec in self.settings.sinks:
+            if spec.name not in wanted:
+                continue
+            if spec.min_severity and severity_rank(hunt.severity) < severity_rank(
+                spec.min_severity
+            ):
+                continue
+            if spec.hunts and hunt.id not in spec.hunts:
+                continue
+            if spec.tags and not set(spec.tags) & set(hunt.tags):
+                continue
+            chosen.append(spec.name)
+
+        return chosen
+
+    def publish_status(self) -> None:
+        """Write each tenant's limiter snapshot to the state file for ``status``."""
+        for tenant, snapshot in self.limiter.snapshot().items():
+            self.state.put_tenant_status(tenant, snapshot)
+
+    async def run_once(self, *, drain_timeout: float = 300.0) -> list[RunResult]:
+        """Every enabled hunt once over its current window, then deliver everything."""
+        batches = await asyncio.gather(*(self.executor.run(h) for h in self.hunts))
+        self.publish_status()
+        await self.dispatcher.drain(drain_timeout)
+
+        return [result for batch in batches for result in batch]
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Run hunts on their schedules until *stop* is set, then finish what is in flight."""
+        from runner.schedule import build_scheduler
+
+        in_flight: set[asyncio.Task[Any]] = set()
+
+        async def job(hunt: Hunt) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            in_flight.add(task)
+            try:
+                await self.executor.run(hunt)
+            finally:
+                in_flight.discard(task)
+
+        scheduler = build_scheduler(self.hunts, job)
+        scheduler.start()
+        log.info("daemon.started", hunts=len(self.hunts), tenants=len(self.clients))
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), STATUS_INTERVAL)
+                self.publish_status()
+        finally:
+            scheduler.shutdown(wait=False)
+            if in_flight:
+                log.info("daemon.finishing", runs_in_flight=len(in_flight))
+                await asyncio.gather(*in_flight, return_exceptions=True)
+            self.publish_status()
+            await self.dispatcher.drain(30.0)
+            log.info("daemon.stopped")
+
+
+def _proof(credential: Any) -> ClientCredential:
+    return ClientCredential(
+        secret=credential.secret,
+        private_key_pem=credential.private_key_pem,
+        certificate_pem=credential.certificate_pem,
+        thumbprint=credential.thumbprint,
+    )
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """SIGINT and SIGTERM set *stop*: the daemon finishes its work in flight and exits."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)

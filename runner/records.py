@@ -1,0 +1,104 @@
+"""The record: one row a hunt found, with everything a receiver needs to act on it.
+
+A record carries the hunt's identity, the tenant, the window it covered, the run
+that fetched it, and the row exactly as the service sent it. Its ``event_id`` is
+stable: the same row found by the same hunt in the same tenant always gets the
+same id, whichever run fetched it, so receivers (and our outbox) can drop repeats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+SEVERITIES = ("informational", "low", "medium", "high")
+
+
+def severity_rank(severity: str) -> int:
+    """Position of *severity* in ``SEVERITIES``; unknown names rank lowest."""
+    try:
+        return SEVERITIES.index(severity.lower())
+    except ValueError:
+        return 0
+
+
+def event_id(hunt: str, tenant: str, row: Mapping[str, Any]) -> str:
+    """A stable id from the hunt, the tenant and the row's content."""
+    canonical = json.dumps(
+        [hunt, tenant, row], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One row found by one run of one hunt in one tenant."""
+
+    event_id: str
+    hunt_id: str
+    hunt_name: str
+    severity: str
+    tenant: str
+    window_start: datetime
+    window_end: datetime
+    run_id: str
+    row: Mapping[str, Any]
+    tags: tuple[str, ...] = ()
+    tactics: tuple[str, ...] = ()
+    techniques: tuple[str, ...] = ()
+    truncated: bool = field(default=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain JSON-ready data, in the order receivers read it."""
+        return {
+            "event_id": self.event_id,
+            "hunt": {
+                "id": self.hunt_id,
+                "name": self.hunt_name,
+                "severity": self.severity,
+                "tags": list(self.tags),
+                "tactics": list(self.tactics),
+                "techniques": list(self.techniques),
+            },
+            "tenant": self.tenant,
+            "window": {
+                "start": _format_time(self.window_start),
+                "end": _format_time(self.window_end),
+            },
+            "run_id": self.run_id,
+            "row": dict(self.row),
+        }
+
+    def to_json(self) -> str:
+        """One line of JSON, UTF-8 characters kept as they are."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Record:
+        """Rebuild a record from ``to_dict()`` output (the outbox stores that)."""
+        hunt = data["hunt"]
+        window = data["window"]
+
+        return cls(
+            event_id=data["event_id"],
+            hunt_id=hunt["id"],
+            hunt_name=hunt["name"],
+            severity=hunt["severity"],
+            tags=tuple(hunt.get("tags", ())),
+            tactics=tuple(hunt.get("tactics", ())),
+            techniques=tuple(hunt.get("techniques", ())),
+            tenant=data["tenant"],
+            window_start=datetime.fromisoformat(window["start"]),
+            window_end=datetime.fromisoformat(window["end"]),
+            run_id=data["run_id"],
+            row=data["row"],
+        )
+
+
+def _format_time(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,258 @@
+"""The state file: watermarks, run history, hunt costs and the outbox, in SQLite.
+
+Everything the daemon must remember across restarts lives here, and nothing
+else touches the database. A run's rows enter the outbox in the same
+transaction that advances its watermark, so a crash at any moment either keeps
+both or neither. No secret is ever written here: records hold rows as the
+service sent them, and the tables below hold only names, times and counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from runner import outbox
+from runner.errors import StateError
+from runner.records import Record
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS watermarks (
+    hunt TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    watermark TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (hunt, tenant)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    hunt TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    window_start TEXT NOT NULL,
+    window_end TEXT NOT NULL,
+    status TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    calls INTEGER NOT NULL,
+    cpu_seconds REAL NOT NULL,
+    duration_s REAL NOT NULL,
+    error TEXT,
+    finished_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_hunt ON runs (hunt, tenant, finished_at);
+CREATE TABLE IF NOT EXISTS costs (
+    hunt TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    average REAL NOT NULL,
+    samples INTEGER NOT NULL,
+    PRIMARY KEY (hunt, tenant)
+);
+CREATE TABLE IF NOT EXISTS tenant_status (
+    tenant TEXT PRIMARY KEY,
+    snapshot TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The outcome of one run of one hunt in one tenant, as the state keeps it."""
+
+    run_id: str
+    hunt: str
+    tenant: str
+    window_start: datetime
+    window_end: datetime
+    status: str
+    rows: int
+    calls: int
+    cpu_seconds: float
+    duration_s: float
+    error: str | None = None
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+class State:
+    """The daemon's SQLite state file; every method is safe to call from any thread."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=30
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.executescript(_SCHEMA)
+            outbox.create_schema(self._conn)
+        except sqlite3.Error as error:
+            raise StateError(f"cannot open state file {self.path}: {error}") from error
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _read(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, args).fetchall()
+            except sqlite3.Error as error:
+                raise StateError(f"state file {self.path}: {error}") from error
+
+    def _write(self, sql: str, *args: Any) -> None:
+        with self._lock:
+            try:
+                self._conn.execute(sql, args)
+            except sqlite3.Error as error:
+                raise StateError(f"state file {self.path}: {error}") from error
+
+    # Watermarks -------------------------------------------------------------
+
+    def watermark(self, hunt: str, tenant: str) -> datetime | None:
+        """The end of the last window whose rows the outbox holds, or None."""
+        rows = self._read(
+            "SELECT watermark FROM watermarks WHERE hunt = ? AND tenant = ?",
+            hunt,
+            tenant,
+        )
+
+        return datetime.fromisoformat(rows[0][0]) if rows else None
+
+    def watermarks(self) -> dict[tuple[str, str], datetime]:
+        rows = self._read("SELECT hunt, tenant, watermark FROM watermarks")
+
+        return {(hunt, tenant): datetime.fromisoformat(mark) for hunt, tenant, mark in rows}
+
+    def commit_run(
+        self, run: RunRecord, records: Sequence[Record], sinks: Sequence[str]
+    ) -> int:
+        """Store the run's rows in the outbox and advance the watermark, atomically.
+
+        Returns how many (record, sink) deliveries were enqueued; rows already
+        sent to a sink by an earlier, overlapping run are not enqueued again.
+        """
+        now = _iso(datetime.now(UTC))
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                enqueued = outbox.enqueue(self._conn, records, sinks)
+                self._conn.execute(
+                    "INSERT INTO watermarks (hunt, tenant, watermark, updated_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (hunt, tenant) DO UPDATE SET "
+                    "watermark = excluded.watermark, updated_at = excluded.updated_at",
+                    (run.hunt, run.tenant, _iso(run.window_end), now),
+                )
+                self._insert_run(run, now)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as error:
+                self._conn.execute("ROLLBACK")
+                raise StateError(f"state file {self.path}: {error}") from error
+
+        return enqueued
+
+    # Runs -------------------------------------------------------------------
+
+    def record_failure(self, run: RunRecord) -> None:
+        """Remember a failed run; the watermark stays where it was."""
+        now = _iso(datetime.now(UTC))
+        with self._lock:
+            try:
+                self._insert_run(run, now)
+            except sqlite3.Error as error:
+                raise StateError(f"state file {self.path}: {error}") from error
+
+    def _insert_run(self, run: RunRecord, now: str) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run.run_id,
+                run.hunt,
+                run.tenant,
+                _iso(run.window_start),
+                _iso(run.window_end),
+                run.status,
+                run.rows,
+                run.calls,
+                run.cpu_seconds,
+                run.duration_s,
+                run.error,
+                now,
+            ),
+        )
+
+    def last_runs(self) -> list[dict[str, Any]]:
+        """The latest run of every hunt and tenant, newest first."""
+        rows = self._read(
+            "SELECT hunt, tenant, status, window_start, window_end, rows, error, "
+            "MAX(finished_at) FROM runs GROUP BY hunt, tenant ORDER BY 8 DESC"
+        )
+        names = (
+            "hunt",
+            "tenant",
+            "status",
+            "window_start",
+            "window_end",
+            "rows",
+            "error",
+            "finished_at",
+        )
+
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    # Costs ------------------------------------------------------------------
+
+    def cost(self, hunt: str, tenant: str) -> float | None:
+        """The moving average of the CPU seconds one run of the hunt costs."""
+        rows = self._read(
+            "SELECT average FROM costs WHERE hunt = ? AND tenant = ?", hunt, tenant
+        )
+
+        return float(rows[0][0]) if rows else None
+
+    def record_cost(self, hunt: str, tenant: str, average: float) -> None:
+        self._write(
+            "INSERT INTO costs (hunt, tenant, average, samples) VALUES (?, ?, ?, 1) "
+            "ON CONFLICT (hunt, tenant) DO UPDATE SET average = excluded.average, "
+            "samples = samples + 1",
+            hunt,
+            tenant,
+            average,
+        )
+
+    # Tenant status (what `hunt-runner status` shows) -------------------------
+
+    def put_tenant_status(self, tenant: str, snapshot: dict[str, Any]) -> None:
+        self._write(
+            "INSERT INTO tenant_status (tenant, snapshot, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (tenant) DO UPDATE SET snapshot = excluded.snapshot, "
+            "updated_at = excluded.updated_at",
+            tenant,
+            json.dumps(snapshot, default=str),
+            _iso(datetime.now(UTC)),
+        )
+
+    def tenant_status(self) -> dict[str, dict[str, Any]]:
+        rows = self._read("SELECT tenant, snapshot, updated_at FROM tenant_status")
+
+        return {
+            tenant: {**json.loads(snapshot), "updated_at": updated}
+            for tenant, snapshot, updated in rows
+        }
+
+    async def acommit_run(
+        self, run: RunRecord, records: Sequence[Record], sinks: Sequence[str]
+    ) -> int:
+        """``commit_run`` off the event loop (it fsyncs)."""
+        return await asyncio.to_thread(self.commit_run, run, records, sinks)
