@@ -1,0 +1,147 @@
+"""Checking configuration and hunt files offline, without calling any API.
+
+``validate_paths`` reports every problem as ``file:line: message``: YAML that
+does not parse, fields of the wrong type, references to tenants or sinks that
+are not configured, and KQL syntax errors. KQL is checked with
+``duckdb_kql.validate``, a syntax check only: a construct the local engine
+cannot translate is not a problem here, because the service may support it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb_kql
+
+from runner.config import Settings, load_config
+from runner.errors import ConfigError, Problem
+from runner.hunts import Hunt, HuntDefaults, HuntFile, load_hunt_files
+
+__all__ = ["check_references", "kql_problems", "sink_problems", "validate_paths"]
+
+# The daemon prepends the window as two lets; a query may use both names, so
+# it is checked with the same two lines in front.
+_PRELUDE = (
+    "let HuntStart = datetime(2000-01-01T00:00:00Z);\n"
+    "let HuntEnd = datetime(2000-01-01T01:00:00Z);\n"
+)
+_PRELUDE_LINES = _PRELUDE.count("\n")
+_LONG_EXPECTING = re.compile(r"expecting \{[^}]{60,}\}")
+
+
+def validate_paths(
+    paths: Sequence[Path | str], config_dir: Path | str | None
+) -> list[Problem]:
+    """Every problem in the configuration (when given) and the hunt files."""
+    problems: list[Problem] = []
+    settings: Settings | None = None
+    if config_dir is not None:
+        settings, config_problems = load_config(config_dir, partial=True)
+        problems.extend(config_problems)
+
+    defaults = settings.hunt_defaults if settings is not None else HuntDefaults()
+    loaded, hunt_problems = load_hunt_files(paths, defaults)
+    problems.extend(hunt_problems)
+    for outcome in loaded:
+        if outcome.hunt is not None:
+            problems.extend(kql_problems(outcome))
+
+    if settings is not None:
+        problems.extend(sink_problems(settings))
+        hunts = [outcome.hunt for outcome in loaded if outcome.hunt is not None]
+        problems.extend(check_references(hunts, settings))
+
+    return problems
+
+
+def sink_problems(settings: Settings) -> list[Problem]:
+    """Problems in each sink's own options, found by building it (no I/O)."""
+    from runner.sinks.base import build_sink
+
+    problems: list[Problem] = []
+    for spec in settings.sinks:
+        try:
+            build_sink(spec)
+        except ConfigError as error:
+            problems.extend(error.problems)
+
+    return problems
+
+
+def kql_problems(outcome: HuntFile) -> list[Problem]:
+    """The KQL syntax errors in the hunt's query, at their lines in the file."""
+    hunt = outcome.hunt
+    if hunt is None:
+        return []
+
+    try:
+        diagnostics = duckdb_kql.validate(_PRELUDE + hunt.query)
+    except duckdb_kql.KqlError as error:
+        return [Problem(hunt.source, hunt.line, f"query: {error}")]
+
+    problems = []
+    for diagnostic in diagnostics:
+        query_line = max(diagnostic.span.line - _PRELUDE_LINES, 1)
+        message = _LONG_EXPECTING.sub("expecting something else", diagnostic.message)
+        problems.append(
+            Problem(
+                hunt.source,
+                _file_line(outcome, query_line),
+                f"query: KQL syntax error (query line {query_line}, column "
+                f"{diagnostic.span.column + 1}): {message}",
+            )
+        )
+
+    return problems
+
+
+def _file_line(outcome: HuntFile, query_line: int) -> int:
+    # A block scalar (query: |) keeps the file's line breaks, so query line n
+    # is file line query_line + n - 1. Quoted and folded text joins lines, so
+    # there the best we can say is where the query starts.
+    assert outcome.hunt is not None
+    if outcome.query_line > outcome.hunt.line:
+        return outcome.query_line + query_line - 1
+
+    return outcome.query_line
+
+
+def check_references(hunts: Sequence[Hunt], settings: Settings) -> list[Problem]:
+    """Problems in what hunts refer to: tenants, sinks, and the data window."""
+    tenants = {tenant.name for tenant in settings.tenants}
+    sinks = {spec.name for spec in settings.sinks}
+    problems = []
+    for hunt in hunts:
+        for name in hunt.tenants:
+            if name not in tenants:
+                problems.append(
+                    Problem(
+                        hunt.source,
+                        hunt.line,
+                        f"tenants: no tenant named {name!r}; configured tenants "
+                        f"are {', '.join(sorted(tenants)) or 'none'}",
+                    )
+                )
+        for name in hunt.sinks:
+            if name not in sinks:
+                problems.append(
+                    Problem(
+                        hunt.source,
+                        hunt.line,
+                        f"sinks: no sink named {name!r}; configured sinks are "
+                        f"{', '.join(sorted(sinks)) or 'none'}",
+                    )
+                )
+        if hunt.lookback + hunt.delay > settings.data_window:
+            problems.append(
+                Problem(
+                    hunt.source,
+                    hunt.line,
+                    f"lookback: {hunt.lookback} plus delay reaches past the "
+                    f"{settings.data_window.days}-day data window",
+                )
+            )
+
+    return problems
