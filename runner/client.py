@@ -141,25 +141,27 @@ class HuntingClient:
             wait_max=30.0,
         ):
             with attempt:
+                # The token comes first: a limiter records the call when
+                # before_call returns, so nothing slow may sit between the two.
+                token = await self._tokens.token()
                 if before_call is not None:
                     await before_call()
                 calls += 1
                 try:
-                    result = await self._post(payload, hunt)
+                    result = await self._post(payload, hunt, token)
                 except UnauthorizedError:
                     if refreshed:
                         raise
                     refreshed = True
-                    await self._tokens.refresh()
+                    token = await self._tokens.refresh()
                     if before_call is not None:
                         await before_call()
                     calls += 1
-                    result = await self._post(payload, hunt)
+                    result = await self._post(payload, hunt, token)
 
         return CallOutcome(result=result, calls=calls, elapsed=time.monotonic() - started)
 
-    async def _post(self, payload: bytes, hunt: str) -> QueryResult:
-        token = await self._tokens.token()
+    async def _post(self, payload: bytes, hunt: str, token: str) -> QueryResult:
         headers = {
             "Authorization": f"Bearer {token}",
             "Content-Type": "application/json; charset=utf-8",

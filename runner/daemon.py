@@ -27,8 +27,8 @@ from runner.executor import Executor, RunResult
 from runner.hunts import Hunt
 from runner.limiter import Limiter
 from runner.outbox import Outbox
-from runner.records import Record, severity_rank
-from runner.sinks import build_sink
+from runner.records import Record
+from runner.sinks import accepts, build_sink
 from runner.sinks.dispatcher import Dispatcher
 from runner.state import State
 
@@ -78,16 +78,17 @@ class Runtime:
         self.session = aiohttp.ClientSession()
         self._stack.push_async_callback(self.session.close)
         self.limiter = Limiter(self.clock)
+        self._stack.push_async_callback(self.limiter.aclose)
         for tenant in settings.tenants:
             self.limiter.add(tenant.name, tenant.limits)
             self.clients[tenant.name] = self._client(tenant)
         self.outbox = Outbox(settings.state_path)
-        self._stack.push_async_callback(self.outbox.aclose)
+        self._stack.callback(self.outbox.close)
         sinks = [(spec, build_sink(spec)) for spec in settings.sinks]
         self.dispatcher = Dispatcher(
             self.outbox, sinks, dead_letter_dir=settings.state_path.parent / "dead-letter"
         )
-        await self.dispatcher.start()
+        self.dispatcher.start()
         self._stack.push_async_callback(self.dispatcher.aclose)
         self.executor = Executor(
             state=self.state,
@@ -168,23 +169,21 @@ class Runtime:
     def _tenants_for(self, hunt: Hunt) -> Sequence[str]:
         return hunt.tenants or tuple(t.name for t in self.settings.tenants)
 
-    def _sinks_for(self, hunt: Hunt, _: Record | None) -> Sequence[str]:
-        wanted = hunt.sinks or self.settings.default_sinks
-        chosen = []
-        for spec in self.settings.sinks:
-            if spec.name not in wanted:
-                continue
-            if spec.min_severity and severity_rank(hunt.severity) < severity_rank(
-                spec.min_severity
-            ):
-                continue
-            if spec.hunts and hunt.id not in spec.hunts:
-                continue
-            if spec.tags and not set(spec.tags) & set(hunt.tags):
-                continue
-            chosen.append(spec.name)
+    def _sinks_for(self, hunt: Hunt, records: Sequence[Record]) -> Sequence[str]:
+        """The sinks a hunt's records go to: the hunt's choice, then each sink's filter.
 
-        return chosen
+        Every record of one run shares the hunt, severity and tags the filters
+        look at, so the first record decides for all of them.
+        """
+        if not records:
+            return ()
+        wanted = hunt.sinks or self.settings.default_sinks
+
+        return [
+            spec.name
+            for spec in self.settings.sinks
+            if spec.name in wanted and accepts(spec, records[0])
+        ]
 
     def publish_status(self) -> None:
         """Write each tenant's limiter snapshot to the state file for ``status``."""

@@ -53,7 +53,7 @@ class Executor:
     clients: Mapping[str, HuntingClient]
     limiter: Limiter
     clock: Clock
-    sinks_for: Callable[[Hunt, Record | None], Sequence[str]]
+    sinks_for: Callable[[Hunt, Sequence[Record]], Sequence[str]]
     data_window: timedelta = timedelta(days=30)
     row_cap: int = 100_000
     wait_for_room: Callable[[], object] | None = None
@@ -124,7 +124,7 @@ class Executor:
                 run_id, hunt.id, tenant, window.start, window.end, "ok",
                 len(records), calls, cpu, duration,
             )
-            await self.state.acommit_run(run, records, self.sinks_for(hunt, None))
+            await self.state.acommit_run(run, records, self.sinks_for(hunt, records))
             if self.notify is not None:
                 self.notify()
         except (HuntRunnerError, asyncio.TimeoutError) as error:

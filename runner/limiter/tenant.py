@@ -1,0 +1,390 @@
+"""One tenant's limiter: the run queue in front of its call windows and CPU budget."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import math
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from runner.clock import Clock
+from runner.config import Rate
+from runner.errors import ThrottledError
+from runner.limiter.calls import CallLog
+from runner.limiter.cpu import CpuLedger
+from runner.limiter.retry_after import parse_window
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(eq=False)
+class _Waiter:
+    hunt: str
+    priority: int
+    expected_cpu: float
+    enqueued_at: float
+    order: int
+    rank: float
+    future: asyncio.Future[Permit]
+    blocked_by: set[str] = field(default_factory=set)
+
+
+class Permit:
+    """The right to run one hunt now; made by ``TenantLimiter.acquire``.
+
+    Await ``permit.call()`` right before every HTTP attempt (the first uses
+    the call granted with the permit; each retry waits for a call token of its
+    own), and ``permit.charge(cpu_seconds)`` with what the query cost. Until
+    the first charge, the expected cost stays reserved; a permit released
+    without a charge is billed its expected cost.
+    """
+
+    def __init__(
+        self, limiter: TenantLimiter, hunt: str, expected_cpu: float, waited: float
+    ) -> None:
+        self._limiter = limiter
+        self.hunt = hunt
+        self.expected_cpu = expected_cpu
+        self.waited = waited
+        self.calls = 0
+        self.charged: float | None = None
+        self.released = False
+        self._granted_call: float | None = None
+
+    async def call(self) -> None:
+        """Take a call token for the next HTTP attempt, waiting if none is free."""
+        if self.released:
+            raise RuntimeError("permit already released")
+        if self._granted_call is not None:
+            self._limiter._calls.restamp(self._granted_call, self._limiter._clock.now())
+            self._granted_call = None
+        else:
+            await self._limiter._wait_for_call()
+        self.calls += 1
+
+    def charge(self, cpu_seconds: float) -> None:
+        """Record what the query cost; the first charge replaces the reservation."""
+        self._limiter._charge(self, max(cpu_seconds, 0.0))
+
+
+class TenantLimiter:
+    """Call windows, CPU budget, 429 pauses and the run queue of one tenant.
+
+    A hunt waits in the queue until every call window has room, its expected
+    CPU fits what every CPU window has left beside the reservations of running
+    queries, fewer than ``max_concurrent`` run, and no 429 pause is on. The
+    queue is ordered by priority plus ``aging_per_second`` for each second
+    waited, first come first served among equals. A hunt whose CPU does not
+    fit lets cheaper ones pass until it has waited ``bypass_limit`` seconds
+    (default ``cpu_block_boundary``); then it holds the queue until it fits.
+    """
+
+    def __init__(
+        self,
+        tenant: str,
+        *,
+        calls: Sequence[Rate],
+        cpu: Sequence[Rate],
+        max_concurrent: int,
+        clock: Clock,
+        cpu_block_boundary: float = 900.0,
+        skew_margin: float = 0.005,
+        aging_per_second: float = 1 / 60,
+        bypass_limit: float | None = None,
+    ) -> None:
+        if max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent}")
+        self.tenant = tenant
+        self._clock = clock
+        self._calls = CallLog(calls, skew_margin=skew_margin)
+        self._cpu = CpuLedger(cpu)
+        self._max_concurrent = max_concurrent
+        self._cpu_block_boundary = cpu_block_boundary
+        self._aging = aging_per_second
+        self._bypass_limit = (
+            cpu_block_boundary if bypass_limit is None else bypass_limit
+        )
+
+        self._running: set[Permit] = set()
+        # Waiters by (-rank, order); cancelled ones stay until they surface.
+        self._queue: list[tuple[float, int, _Waiter]] = []
+        self._queued = 0
+        self._call_waiters: deque[asyncio.Future[float]] = deque()
+        self._paused_until = 0.0
+        self._order = itertools.count()
+        self._changed = asyncio.Event()
+        self._timer: asyncio.Task[None] | None = None
+
+        self.waits = 0
+        self.wait_total = 0.0
+        self.throttled = 0
+
+    # -- the queue ---------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def acquire(
+        self, *, hunt: str, priority: int = 0, expected_cpu: float = 0.0
+    ) -> AsyncIterator[Permit]:
+        """Wait for a slot to run *hunt*, then hold it for the ``async with`` body."""
+        now = self._clock.now()
+        waiter = _Waiter(
+            hunt=hunt,
+            priority=priority,
+            expected_cpu=max(expected_cpu, 0.0),
+            enqueued_at=now,
+            order=next(self._order),
+            # Aging adds the same bonus per second to everyone waiting, so
+            # the order among waiters is fixed when they join.
+            rank=priority - self._aging * now,
+            future=asyncio.get_running_loop().create_future(),
+        )
+        heapq.heappush(self._queue, (-waiter.rank, waiter.order, waiter))
+        self._queued += 1
+        self._poke()
+        try:
+            permit = await waiter.future
+        except asyncio.CancelledError:
+            if waiter.future.done() and not waiter.future.cancelled():
+                self._release(waiter.future.result())
+            else:
+                self._queued -= 1
+                self._poke()
+            raise
+        try:
+            yield permit
+        finally:
+            self._release(permit)
+
+    async def _wait_for_call(self) -> None:
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._call_waiters.append(future)
+        self._poke()
+        try:
+            granted_at = await future
+        except asyncio.CancelledError:
+            # A token granted but never used stays recorded: the safe side.
+            if future in self._call_waiters:
+                self._call_waiters.remove(future)
+            raise
+        self._calls.restamp(granted_at, self._clock.now())
+
+    def _poke(self) -> None:
+        """Grant what can go now and have the timer watch for what time frees."""
+        self._dispatch()
+        self._changed.set()
+        if (self._queued or self._call_waiters) and (
+            self._timer is None or self._timer.done()
+        ):
+            self._timer = asyncio.get_running_loop().create_task(
+                self._keep_time(), name=f"limiter-{self.tenant}"
+            )
+
+    async def _keep_time(self) -> None:
+        while self._queued or self._call_waiters:
+            self._changed.clear()
+            wake_at = self._dispatch()
+            if not (self._queued or self._call_waiters):
+                return
+            waits: set[asyncio.Future[Any]] = {
+                asyncio.ensure_future(self._changed.wait())
+            }
+            if wake_at is not None:
+                delay = wake_at - self._clock.now()
+                waits.add(asyncio.ensure_future(self._clock.sleep(delay)))
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for pending in waits:
+                    pending.cancel()
+
+    def _dispatch(self) -> float | None:
+        """Grant every waiter that fits now; return when time alone could grant more.
+
+        Every time returned lies after now, so the timer never spins.
+        """
+        now = self._clock.now()
+        self._calls.forget(now)
+        self._cpu.forget(now)
+        wake: list[float] = []
+
+        # Retries of running hunts hold a slot already: they go first.
+        while self._call_waiters:
+            opens_at = self._call_opens_at(now)
+            if opens_at is not None:
+                wake.append(opens_at)
+                break
+            future = self._call_waiters.popleft()
+            if not future.done():
+                self._calls.record(now)
+                future.set_result(now)
+
+        passed: list[tuple[float, int, _Waiter]] = []
+        while self._queue:
+            waiter = self._queue[0][2]
+            if waiter.future.done():
+                heapq.heappop(self._queue)
+                continue
+            opens_at = self._call_opens_at(now)
+            if opens_at is not None:
+                wake.append(opens_at)
+                waiter.blocked_by.add("paused" if self._paused_until > now else "calls")
+                break
+            if len(self._running) >= self._max_concurrent:
+                waiter.blocked_by.add("concurrency")
+                break
+            fits_at = self._cpu.fits_at(waiter.expected_cpu, self._reserved(), now)
+            if fits_at is not None and fits_at <= now:
+                heapq.heappop(self._queue)
+                self._grant(waiter, now)
+                continue
+            if fits_at is not None:
+                wake.append(fits_at)
+            waiter.blocked_by.add("cpu")
+            if now - waiter.enqueued_at >= self._bypass_limit:
+                break
+            # Cheaper hunts behind may pass while this one is young.
+            passed.append(heapq.heappop(self._queue))
+        for entry in passed:
+            heapq.heappush(self._queue, entry)
+
+        return min(wake) if wake else None
+
+    def _call_opens_at(self, now: float) -> float | None:
+        opens_at = self._calls.opens_at(now)
+        if self._paused_until > now:
+            return max(self._paused_until, opens_at or 0.0)
+
+        return opens_at
+
+    def _grant(self, waiter: _Waiter, now: float) -> None:
+        self._queued -= 1
+        waited = now - waiter.enqueued_at
+        permit = Permit(self, waiter.hunt, waiter.expected_cpu, waited)
+        self._calls.record(now)
+        permit._granted_call = now
+        self._running.add(permit)
+        if waited > 0:
+            self.waits += 1
+            self.wait_total += waited
+        # The reasons seen at the head of the queue; "queue" alone means the
+        # hunt waited behind others that ranked higher.
+        reasons = ",".join(sorted(waiter.blocked_by)) or "queue"
+        log.debug(
+            "limiter.granted",
+            tenant=self.tenant,
+            hunt=waiter.hunt,
+            priority=waiter.priority,
+            expected_cpu_s=round(waiter.expected_cpu, 3),
+            waited_s=round(waited, 3),
+            waited_for=reasons if waited > 0 else None,
+            running=len(self._running),
+            queue_depth=self._queued,
+        )
+        waiter.future.set_result(permit)
+
+    def _release(self, permit: Permit) -> None:
+        if permit.released:
+            return
+        permit.released = True
+        self._running.discard(permit)
+        if permit.charged is None:
+            # No answer told us the cost; assume the query ran as expected.
+            self._cpu.charge(self._clock.now(), permit.expected_cpu)
+            permit.charged = permit.expected_cpu
+        self._poke()
+
+    def _charge(self, permit: Permit, cpu_seconds: float) -> None:
+        self._cpu.charge(self._clock.now(), cpu_seconds)
+        permit.charged = (permit.charged or 0.0) + cpu_seconds
+        self._poke()
+
+    def _reserved(self) -> float:
+        return sum((p.expected_cpu for p in self._running if p.charged is None), 0.0)
+
+    # -- 429s --------------------------------------------------------------
+
+    def on_throttled(self, error: ThrottledError) -> None:
+        """Adjust to a 429: close the call window it names, or pause the tenant.
+
+        Call this once for every 429 received; each call is counted and logged.
+        """
+        now = self._clock.now()
+        self.throttled += 1
+        retry_after = error.retry_after or None
+        seconds = parse_window(error.window) if error.window else None
+        if seconds is not None:
+            kind = "calls"
+            until = self._calls.block(seconds, retry_after, now)
+            if until is None:
+                kind = "calls_unconfigured"
+                until = now + (retry_after or seconds)
+                self._paused_until = max(self._paused_until, until)
+        else:
+            # The CPU quota's body is undocumented; the portal's wording is
+            # the one hint, and any other 429 is handled the same way.
+            kind = "cpu" if "resources" in error.message.lower() else "unknown"
+            if retry_after is not None:
+                until = now + retry_after
+            else:
+                boundary = self._cpu_block_boundary
+                until = (math.floor(now / boundary) + 1) * boundary
+            self._paused_until = max(self._paused_until, until)
+
+        log.warning(
+            "limiter.throttled",
+            tenant=self.tenant,
+            hunt=error.hunt,
+            kind=kind,
+            window=error.window,
+            limit=error.limit,
+            retry_after=error.retry_after,
+            pause_s=round(until - now, 3),
+        )
+        if self._queued or self._call_waiters:
+            self._poke()
+
+    # -- visibility ----------------------------------------------------------
+
+    @property
+    def paused_until(self) -> float | None:
+        """When the tenant's 429 pause ends, or ``None`` when not paused."""
+        return self._paused_until if self._paused_until > self._clock.now() else None
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queued
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the limiter's state as plain data for logs and ``status``."""
+        now = self._clock.now()
+
+        return {
+            "tenant": self.tenant,
+            "calls": self._calls.levels(now),
+            "cpu": self._cpu.levels(self._reserved(), now),
+            "queue_depth": self.queue_depth,
+            "running": self.running,
+            "paused_until": self.paused_until,
+            "waits": self.waits,
+            "wait_total_s": round(self.wait_total, 3),
+            "throttled": self.throttled,
+        }
+
+    async def aclose(self) -> None:
+        """Stop the timer; hunts still queued stay queued."""
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+            self._timer = None
