@@ -84,7 +84,9 @@ class TokenProvider:
         self.tenant = tenant
         self.scope = scope
         self._session = http_session(verify=verify, proxy=proxy, authority=authority)
-        self._app = msal.ConfidentialClientApplication(
+        # msal fetches the authority's discovery document in its constructor,
+        # a blocking call: the application is built on first use, in a thread.
+        self._build = lambda: msal.ConfidentialClientApplication(
             client_id,
             client_credential=credential.for_msal(),
             authority=authority,
@@ -92,6 +94,7 @@ class TokenProvider:
             instance_discovery=False,
             timeout=timeout,
         )
+        self._app: msal.ConfidentialClientApplication | None = None
         self._lock = asyncio.Lock()
 
     async def token(self) -> str:
@@ -102,13 +105,16 @@ class TokenProvider:
     async def refresh(self) -> str:
         """Drop the cached token and get a new one (after a 401)."""
         async with self._lock:
-            await asyncio.to_thread(self._app.remove_tokens_for_client)
+            if self._app is not None:
+                await asyncio.to_thread(self._app.remove_tokens_for_client)
             log.info("auth.token_refreshed", tenant=self.tenant)
 
             return await asyncio.to_thread(self._acquire)
 
     def _acquire(self) -> str:
         try:
+            if self._app is None:
+                self._app = self._build()
             result: dict[str, Any] = self._app.acquire_token_for_client(
                 scopes=[self.scope]
             )
