@@ -1,0 +1,253 @@
+"""The outbox: rows waiting for their sinks, kept in the state database.
+
+A run's records enter the outbox (``enqueue``) inside the transaction that
+advances the hunt's watermark, so a crash keeps both or neither. Each sink's
+delivery worker then reads its rows in order (``Outbox.next_batch``) and
+removes them only after the sink took them (``Outbox.ack``); a kill at any
+moment therefore loses nothing and repeats at most the batch in flight.
+
+Fingerprints ``(sink, event_id, first_seen)`` outlive delivery for the
+retention period, so a row fetched again by an overlapping window or a retried
+run is not sent to the same sink twice.
+
+Durability: the database runs in WAL mode. The enqueueing connection (the
+state's) uses ``synchronous=FULL`` so a committed run survives power loss; the
+outbox's own connection only deletes acknowledged rows and uses
+``synchronous=NORMAL``: a power cut may undo the last acks, which re-sends
+those rows once (same event ids), and never drops one. A kill -9 loses no
+committed transaction in either mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+
+from runner.errors import StateError
+from runner.records import Record
+
+DEFAULT_RETENTION = timedelta(days=31)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    record TEXT NOT NULL,
+    enqueued_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_by_sink ON outbox (sink, seq);
+CREATE TABLE IF NOT EXISTS outbox_fingerprints (
+    sink TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    PRIMARY KEY (sink, event_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS outbox_fingerprints_by_age
+    ON outbox_fingerprints (first_seen);
+"""
+
+Routing = Sequence[str] | Callable[[Record], Sequence[str]]
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the outbox tables if they are missing; safe to call every start."""
+    conn.executescript(_SCHEMA)
+
+
+def enqueue(
+    conn: sqlite3.Connection,
+    records: Sequence[Record],
+    sinks: Routing,
+    *,
+    retention: timedelta = DEFAULT_RETENTION,
+    now: float | None = None,
+) -> int:
+    """Queue each record once for each of its sinks; returns the rows queued.
+
+    *sinks* is either the sink names every record goes to or a function giving
+    a record's sinks (the dispatcher's ``route``). A (sink, event id) pair seen
+    within *retention* is skipped. Does not commit: the caller owns the
+    transaction that also advances the watermark.
+    """
+    now = time.time() if now is None else now
+    cutoff = now - retention.total_seconds()
+    queued = 0
+    for record in records:
+        targets = sinks(record) if callable(sinks) else sinks
+        if not targets:
+            continue
+        text = json.dumps(record.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        for sink in targets:
+            # The upsert changes a row only when the pair is new or its
+            # fingerprint has expired; rowcount says which happened.
+            cursor = conn.execute(
+                "INSERT INTO outbox_fingerprints (sink, event_id, first_seen) "
+                "VALUES (?, ?, ?) ON CONFLICT (sink, event_id) DO UPDATE SET "
+                "first_seen = excluded.first_seen WHERE first_seen < ?",
+                (sink, record.event_id, now, cutoff),
+            )
+            if cursor.rowcount != 1:
+                continue
+            conn.execute(
+                "INSERT INTO outbox (sink, event_id, record, enqueued_at) "
+                "VALUES (?, ?, ?, ?)",
+                (sink, record.event_id, text, now),
+            )
+            queued += 1
+
+    return queued
+
+
+def pending(conn: sqlite3.Connection, sink: str | None = None) -> int:
+    """Rows waiting in the outbox, for one sink or for all."""
+    if sink is None:
+        row = conn.execute("SELECT count(*) FROM outbox").fetchone()
+    else:
+        row = conn.execute(
+            "SELECT count(*) FROM outbox WHERE sink = ?", (sink,)
+        ).fetchone()
+
+    return int(row[0])
+
+
+def prune_fingerprints(
+    conn: sqlite3.Connection, retention: timedelta, *, now: float | None = None
+) -> int:
+    """Forget fingerprints older than *retention*; returns how many went."""
+    now = time.time() if now is None else now
+    cursor = conn.execute(
+        "DELETE FROM outbox_fingerprints WHERE first_seen < ?",
+        (now - retention.total_seconds(),),
+    )
+
+    return cursor.rowcount
+
+
+class Outbox:
+    """The delivery side of the outbox, on its own connection to the state file.
+
+    Blocking SQLite calls run in a worker thread; each is one short indexed
+    statement, serialised by a lock.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        capacity: int = 1_000_000,
+        fingerprint_retention: timedelta = DEFAULT_RETENTION,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.capacity = capacity
+        self.fingerprint_retention = fingerprint_retention
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._room = asyncio.Event()
+        self._last_prune = 0.0
+        self._counted_at = time.monotonic()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=30
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            create_schema(self._conn)
+            self._pending = pending(self._conn)
+        except sqlite3.Error as error:
+            raise StateError(f"cannot open outbox {self.path}: {error}") from error
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _run(self, work: Callable[[sqlite3.Connection], object]) -> object:
+        with self._lock:
+            try:
+                return work(self._conn)
+            except sqlite3.Error as error:
+                raise StateError(f"outbox {self.path}: {error}") from error
+
+    async def next_batch(self, sink: str, limit: int) -> list[tuple[int, Record]]:
+        """The oldest *limit* rows waiting for *sink*, as (seq, record)."""
+
+        def read(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+            return conn.execute(
+                "SELECT seq, record FROM outbox WHERE sink = ? ORDER BY seq LIMIT ?",
+                (sink, limit),
+            ).fetchall()
+
+        rows = await asyncio.to_thread(self._run, read)
+        assert isinstance(rows, list)
+
+        return [(seq, Record.from_dict(json.loads(text))) for seq, text in rows]
+
+    async def ack(self, sink: str, seqs: Sequence[int]) -> None:
+        """Remove delivered rows; their fingerprints stay for the retention."""
+        if not seqs:
+            return
+
+        def delete(conn: sqlite3.Connection) -> int:
+            conn.executemany(
+                "DELETE FROM outbox WHERE sink = ? AND seq = ?",
+                [(sink, seq) for seq in seqs],
+            )
+            now = self._clock()
+            if now - self._last_prune > 3600:
+                self._last_prune = now
+                prune_fingerprints(conn, self.fingerprint_retention, now=now)
+
+            return pending(conn)
+
+        remaining = await asyncio.to_thread(self._run, delete)
+        assert isinstance(remaining, int)
+        self._pending = remaining
+        if not self.is_full():
+            self._room.set()
+
+    async def pending(self, sink: str | None = None) -> int:
+        """Rows waiting, for one sink or all; refreshes the backpressure count."""
+        count = await asyncio.to_thread(self._run, lambda conn: pending(conn, sink))
+        assert isinstance(count, int)
+        if sink is None:
+            self._pending = count
+
+        return count
+
+    def added(self, count: int) -> None:
+        """Note *count* rows enqueued elsewhere, so ``is_full`` sees them now."""
+        self._pending += count
+
+    def is_full(self) -> bool:
+        """Whether the outbox holds its capacity; hunts should stop fetching.
+
+        The count is refreshed from the database at most once a second (a
+        count over a large outbox takes milliseconds) and by every ack.
+        """
+        now = time.monotonic()
+        if now - self._counted_at > 1.0:
+            self._counted_at = now
+            counted = self._run(pending)
+            assert isinstance(counted, int)
+            self._pending = counted
+
+        return self._pending >= self.capacity
+
+    async def wait_for_room(self, poll: float = 0.5) -> None:
+        """Return once the outbox is below capacity (acks wake this early)."""
+        await self.pending()
+        while self.is_full():
+            self._room.clear()
+            try:
+                await asyncio.wait_for(self._room.wait(), poll)
+            except TimeoutError:
+                await self.pending()

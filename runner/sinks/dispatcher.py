@@ -1,0 +1,272 @@
+"""The dispatcher: one delivery worker per sink, draining the outbox.
+
+Everything that is the same for every sink lives here once: routing records
+to sinks, batching, the timeout around a send, retries with backoff and
+jitter, dead-lettering what no retry can deliver, counting and logging. A sink
+that fails or hangs holds up only its own worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import structlog
+
+from runner import outbox as outbox_module
+from runner.errors import SinkError
+from runner.outbox import Outbox
+from runner.records import Record
+from runner.sinks.base import (
+    RecordsRejected,
+    SendResult,
+    Sink,
+    SinkSpecLike,
+    SinkThrottled,
+    accepts,
+)
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class SinkStats:
+    """Counters of one sink since the dispatcher started."""
+
+    delivered: int = 0
+    failed: int = 0
+    retried: int = 0
+    truncated: int = 0
+    dead_lettered: int = 0
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    base: float,
+    cap: float,
+    rng: Callable[[], float] = random.random,
+) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
+    return rng() * min(cap, base * 2 ** min(attempt, 30))
+
+
+class Dispatcher:
+    """Delivers the outbox to sinks; start it, ``notify`` it, ``aclose`` it."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        sinks: Sequence[tuple[SinkSpecLike, Sink]],
+        *,
+        dead_letter_dir: Path,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 60.0,
+        poll_interval: float = 1.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.outbox = outbox
+        self._sinks = list(sinks)
+        self.dead_letter_dir = Path(dead_letter_dir)
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._poll_interval = poll_interval
+        self._sleep = sleep
+        self._rng = rng
+        self._stats = {spec.name: SinkStats() for spec, _ in self._sinks}
+        self._wake = {spec.name: asyncio.Event() for spec, _ in self._sinks}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # Routing ----------------------------------------------------------------
+
+    def route(self, record: Record) -> list[str]:
+        """Names of the sinks whose filters let *record* through."""
+        return [spec.name for spec, _ in self._sinks if accepts(spec, record)]
+
+    def enqueue(self, conn: sqlite3.Connection, records: Sequence[Record]) -> int:
+        """Queue *records* for their sinks in the caller's open transaction."""
+        queued = outbox_module.enqueue(
+            conn,
+            records,
+            self.route,
+            retention=self.outbox.fingerprint_retention,
+        )
+        self.outbox.added(queued)
+
+        return queued
+
+    # Life cycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start one delivery worker per sink."""
+        if self._tasks:
+            return
+        for spec, sink in self._sinks:
+            task = asyncio.create_task(self._work(spec.name, sink), name=spec.name)
+            self._tasks.append(task)
+
+    def notify(self) -> None:
+        """Wake every worker: rows were enqueued."""
+        for event in self._wake.values():
+            event.set()
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait until the outbox is empty; False if *timeout* passed first."""
+        self.notify()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while await self.outbox.pending() > 0:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+
+        return True
+
+    async def aclose(self) -> None:
+        """Stop the workers (a batch in flight stays queued) and close sinks."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for spec, sink in self._sinks:
+            try:
+                await sink.aclose()
+            except Exception:
+                log.exception("sink.close_failed", sink=spec.name)
+
+    async def __aenter__(self) -> Dispatcher:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Counters per sink: delivered, failed, retried, truncated, dead_lettered."""
+        return {name: asdict(stats) for name, stats in self._stats.items()}
+
+    # Delivery ---------------------------------------------------------------
+
+    async def _work(self, name: str, sink: Sink) -> None:
+        wake = self._wake[name]
+        while True:
+            wake.clear()
+            batch = await self.outbox.next_batch(name, sink.batch_size)
+            if not batch:
+                try:
+                    await asyncio.wait_for(wake.wait(), self._poll_interval)
+                except TimeoutError:
+                    pass
+                continue
+            seqs = [seq for seq, _ in batch]
+            records = [record for _, record in batch]
+            await self._deliver(name, sink, records)
+            await self.outbox.ack(name, seqs)
+
+    async def _deliver(self, name: str, sink: Sink, records: list[Record]) -> None:
+        """Send until the sink takes the batch or rejects it for good."""
+        stats = self._stats[name]
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                result = await asyncio.wait_for(sink.send(records), sink.timeout)
+            except RecordsRejected as error:
+                stats.delivered += len(records) - len(error.rejected)
+                self._dead_letter(name, error.rejected)
+                return
+            except SinkError as error:
+                if not error.retryable:
+                    stats.failed += 1
+                    self._dead_letter(name, [(r, str(error)) for r in records])
+                    return
+                reason, wait = str(error), None
+                if isinstance(error, SinkThrottled):
+                    wait = error.retry_after
+            except TimeoutError:
+                reason, wait = f"no answer within {sink.timeout}s", None
+            except Exception as error:
+                # A bug in a sink must not stop delivery to the others, and
+                # retrying keeps the rows until the sink is fixed.
+                log.exception("sink.crashed", sink=name, rows=len(records))
+                reason, wait = repr(error), None
+            else:
+                self._delivered(name, records, result, time.monotonic() - started)
+                return
+
+            stats.failed += 1
+            stats.retried += 1
+            delay = backoff_delay(
+                attempt, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng
+            )
+            if wait is not None:
+                delay = max(delay, wait)
+            log.warning(
+                "sink.send_failed",
+                sink=name,
+                rows=len(records),
+                attempt=attempt + 1,
+                retry_in_s=round(delay, 3),
+                error=reason,
+            )
+            attempt += 1
+            await self._sleep(delay)
+
+    def _delivered(
+        self,
+        name: str,
+        records: list[Record],
+        result: SendResult | None,
+        duration_s: float,
+    ) -> None:
+        stats = self._stats[name]
+        stats.delivered += len(records)
+        log.debug("sink.delivered", sink=name, rows=len(records), duration_s=duration_s)
+        for cut in result.truncated if result else ():
+            stats.truncated += 1
+            log.warning(
+                "sink.truncated",
+                sink=name,
+                event_id=cut.event_id,
+                original_bytes=cut.original_bytes,
+                removed_bytes=cut.removed_bytes,
+            )
+
+    def _dead_letter(self, name: str, rejected: Sequence[tuple[Record, str]]) -> None:
+        """Append records no retry can deliver to ``dead-letter/<sink>.jsonl``."""
+        if not rejected:
+            return
+        self.dead_letter_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.dead_letter_dir / f"{name}.jsonl"
+        lines = "".join(
+            json.dumps(
+                {"sink": name, "error": reason, "record": record.to_dict()},
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )
+            + "\n"
+            for record, reason in rejected
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, lines.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._stats[name].dead_lettered += len(rejected)
+        for record, reason in rejected:
+            log.error(
+                "sink.dead_letter",
+                sink=name,
+                event_id=record.event_id,
+                hunt=record.hunt_id,
+                path=str(path),
+                error=reason,
+            )

@@ -1,0 +1,358 @@
+"""The webhook sink: HTTPS POST of record batches, with presets for SIEMs.
+
+Bodies are a JSON array or NDJSON, or the Splunk HTTP Event Collector and
+Elasticsearch bulk shapes (``preset``). A batch is cut into requests by count
+(``batch_size``, read by the dispatcher) and by encoded size
+(``batch_bytes``). When ``hmac_secret_env`` or ``hmac_secret_file`` is set,
+each request carries ``X-Hunt-Runner-Signature: t=<unix>,v1=<hex>``, the
+HMAC-SHA256 of ``"<t>.<body>"`` over the body before gzip, so a receiver
+whose framework decompresses transparently can still verify it.
+
+Answers: 2xx delivered; 413 splits the request in halves and sends each (a
+single record still too big is rejected for good); 429 asks the dispatcher to
+wait ``Retry-After``; 5xx and network errors are retryable; other statuses
+reject the batch.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+import json
+import socket
+import ssl
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Self
+
+import aiohttp
+import structlog
+
+from runner import __version__
+from runner.errors import SinkError
+from runner.records import Record
+from runner.secrets import Secret
+from runner.sinks.base import (
+    Options,
+    RecordsRejected,
+    SendResult,
+    Sink,
+    SinkThrottled,
+    register,
+)
+
+log = structlog.get_logger(__name__)
+
+SIGNATURE_HEADER = "X-Hunt-Runner-Signature"
+
+
+def sign(key: bytes, timestamp: int, body: bytes) -> str:
+    """The signature header value for *body* sent at *timestamp*."""
+    digest = hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256)
+
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@register
+class WebhookSink(Sink):
+    """POSTs batches of records to an HTTPS endpoint."""
+
+    type_name = "webhook"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        url: str,
+        format: str = "json-array",
+        preset: str | None = None,
+        batch_bytes: int = 1_000_000,
+        gzip: bool = False,
+        headers: Mapping[str, str | Secret] | None = None,
+        hmac_secret: Secret | None = None,
+        ca_bundle: str | None = None,
+        verify_tls: bool = True,
+        request_timeout: float = 30.0,
+        index: str = "hunt-runner",
+        sourcetype: str = "hunt-runner:record",
+        host: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(name)
+        self.url = url
+        self.format = format
+        self.preset = preset
+        self.batch_bytes = batch_bytes
+        self.gzip = gzip
+        self.headers = dict(headers or {})
+        self.hmac_secret = hmac_secret
+        self.index = index
+        self.sourcetype = sourcetype
+        self.host = host or socket.gethostname()
+        self.request_timeout = request_timeout
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+        self._ssl: ssl.SSLContext | bool
+        if not verify_tls:
+            log.warning("sink.tls_unverified", sink=name, url=url)
+            self._ssl = False
+        else:
+            self._ssl = ssl.create_default_context(cafile=ca_bundle)
+
+    @classmethod
+    def from_options(cls, name: str, options: Options) -> Self:
+        url = options.string("url")
+        preset = options.choice("preset", ("splunk-hec", "elasticsearch", ""), "")
+        body_format = options.choice("format", ("json-array", "ndjson"), "json-array")
+        batch_bytes = options.integer("batch_bytes", 1_000_000, minimum=1024)
+        use_gzip = options.boolean("gzip", False)
+        headers: dict[str, str | Secret] = {}
+        for header, value in options.mapping("headers").items():
+            if isinstance(value, str):
+                headers[str(header)] = value
+            else:
+                secret = options.resolve_secret(f"headers.{header}", value)
+                if secret is not None:
+                    headers[str(header)] = secret
+        hmac_secret: Secret | None = None
+        env_name = options.string("hmac_secret_env")
+        file_name = options.string("hmac_secret_file")
+        if env_name:
+            hmac_secret = options.resolve_secret("hmac_secret_env", {"env": env_name})
+        if file_name:
+            hmac_secret = options.resolve_secret(
+                "hmac_secret_file", {"file": file_name}
+            )
+        token = options.secret("token")
+        if token is not None:
+            headers["Authorization"] = Secret(
+                ("Splunk " if preset == "splunk-hec" else "ApiKey ") + token.reveal(),
+                token.origin,
+            )
+        ca_bundle = options.string("ca_bundle")
+        verify_tls = options.boolean("verify_tls", True)
+        request_timeout = options.number("request_timeout", 30.0)
+        index = options.string("index", "hunt-runner")
+        sourcetype = options.string("sourcetype", "hunt-runner:record")
+        host = options.string("host")
+        if url is None:
+            options.problems.append("url: required")
+        elif not url.startswith(("https://", "http://")):
+            options.problems.append("url: expected an https:// address")
+        if preset == "splunk-hec" and token is None and "Authorization" not in headers:
+            options.problems.append("token: the splunk-hec preset needs {env: NAME}")
+        options.finish()
+        assert url is not None and index is not None and sourcetype is not None
+
+        return cls(
+            name,
+            url=url,
+            format=body_format,
+            preset=preset or None,
+            batch_bytes=batch_bytes,
+            gzip=use_gzip,
+            headers=headers,
+            hmac_secret=hmac_secret,
+            ca_bundle=ca_bundle,
+            verify_tls=verify_tls,
+            request_timeout=request_timeout,
+            index=index,
+            sourcetype=sourcetype,
+            host=host,
+        )
+
+    # Bodies -----------------------------------------------------------------
+
+    @property
+    def content_type(self) -> str:
+        if self.preset == "elasticsearch" or self.format == "ndjson":
+            return "application/x-ndjson"
+
+        return "application/json"
+
+    def _encode(self, record: Record) -> bytes:
+        """One record's part of a body, separators included."""
+        if self.preset == "splunk-hec":
+            event = {
+                "time": _event_time(record),
+                "host": self.host,
+                "source": "hunt-runner",
+                "sourcetype": self.sourcetype,
+                "event": record.to_dict(),
+            }
+            return _dumps(event).encode()
+        if self.preset == "elasticsearch":
+            action = {"index": {"_index": self.index, "_id": record.event_id}}
+            return f"{_dumps(action)}\n{record.to_json()}\n".encode()
+        if self.format == "ndjson":
+            return f"{record.to_json()}\n".encode()
+
+        return record.to_json().encode()
+
+    def _body(self, parts: Sequence[bytes]) -> bytes:
+        if self.preset is None and self.format == "json-array":
+            return b"[" + b",".join(parts) + b"]"
+
+        return b"".join(parts)
+
+    def _chunks(self, batch: Sequence[Record]) -> list[list[tuple[Record, bytes]]]:
+        """Cut the batch so each request body stays within ``batch_bytes``."""
+        chunks: list[list[tuple[Record, bytes]]] = []
+        current: list[tuple[Record, bytes]] = []
+        size = 2
+        for record in batch:
+            part = self._encode(record)
+            if current and size + len(part) + 1 > self.batch_bytes:
+                chunks.append(current)
+                current, size = [], 2
+            current.append((record, part))
+            size += len(part) + 1
+        if current:
+            chunks.append(current)
+
+        return chunks
+
+    # Sending ----------------------------------------------------------------
+
+    async def send(self, batch: Sequence[Record]) -> SendResult | None:
+        rejected: list[tuple[Record, str]] = []
+        for chunk in self._chunks(batch):
+            await self._post_splitting(chunk, rejected)
+        if rejected:
+            raise RecordsRejected(self.name, rejected)
+
+        return None
+
+    async def _post_splitting(
+        self, chunk: list[tuple[Record, bytes]], rejected: list[tuple[Record, str]]
+    ) -> None:
+        """POST *chunk*; on 413 send its halves, down to single records."""
+        status = await self._post(chunk, rejected)
+        if status != 413:
+            return
+        if len(chunk) == 1:
+            rejected.append((chunk[0][0], "413: too large for the receiver"))
+            return
+        middle = len(chunk) // 2
+        log.debug("sink.batch_split", sink=self.name, rows=len(chunk))
+        await self._post_splitting(chunk[:middle], rejected)
+        await self._post_splitting(chunk[middle:], rejected)
+
+    async def _post(
+        self, chunk: list[tuple[Record, bytes]], rejected: list[tuple[Record, str]]
+    ) -> int:
+        body = self._body([part for _, part in chunk])
+        headers = {
+            "Content-Type": self.content_type,
+            "User-Agent": f"hunt-runner/{__version__}",
+        }
+        for header, value in self.headers.items():
+            headers[header] = value.reveal() if isinstance(value, Secret) else value
+        if self.hmac_secret is not None:
+            key = self.hmac_secret.reveal().encode()
+            headers[SIGNATURE_HEADER] = sign(key, int(self._clock()), body)
+        if self.gzip:
+            body = gzip.compress(body, compresslevel=5)
+            headers["Content-Encoding"] = "gzip"
+
+        session = self._session_open()
+        try:
+            async with session.post(
+                self.url, data=body, headers=headers, ssl=self._ssl
+            ) as response:
+                status = response.status
+                text = await response.text(errors="replace")
+                retry_after = response.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise SinkError(self.name, f"POST failed: {error!r}") from error
+
+        if 200 <= status < 300:
+            if self.preset == "elasticsearch":
+                self._check_bulk_items(chunk, text, rejected)
+            return status
+        if status == 413:
+            return status
+        if status == 429:
+            raise SinkThrottled(
+                self.name,
+                "429 too many requests",
+                retry_after=_retry_after(retry_after),
+            )
+        retryable = status >= 500 or status == 408
+        raise SinkError(self.name, f"HTTP {status}: {text[:200]}", retryable=retryable)
+
+    def _check_bulk_items(
+        self,
+        chunk: list[tuple[Record, bytes]],
+        text: str,
+        rejected: list[tuple[Record, str]],
+    ) -> None:
+        """Elasticsearch answers 200 even when some documents failed."""
+        try:
+            answer = json.loads(text)
+        except ValueError as error:
+            raise SinkError(self.name, "bulk answer is not JSON") from error
+        if not answer.get("errors"):
+            return
+        retry = False
+        for (record, _), item in zip(chunk, answer.get("items", []), strict=False):
+            result = next(iter(item.values()), {})
+            status = int(result.get("status", 200))
+            if status == 429 or status >= 500:
+                retry = True
+            elif status >= 300:
+                reason = _dumps(result.get("error", status))[:500]
+                rejected.append((record, f"elasticsearch {status}: {reason}"))
+        if retry:
+            # Indexing by _id is idempotent, so re-sending the whole batch
+            # cannot make duplicates in the index.
+            raise SinkError(self.name, "bulk items throttled or failed; retrying")
+
+    def _session_open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.request_timeout),
+                auto_decompress=True,
+            )
+
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: a number or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def _event_time(record: Record) -> float:
+    """The row's own Timestamp when it has one, else the end of the window."""
+    stamp = record.row.get("Timestamp")
+    if isinstance(stamp, str):
+        try:
+            return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+
+    return record.window_end.timestamp()

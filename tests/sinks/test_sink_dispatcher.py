@@ -1,0 +1,315 @@
+"""The dispatcher: fan-out, routing, retries, timeouts, dead letters, counters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Self
+
+import pytest
+
+from runner import outbox
+from runner.errors import ConfigError, SinkError
+from runner.outbox import Outbox
+from runner.records import Record
+from runner.sinks import (
+    Dispatcher,
+    RecordsRejected,
+    SendResult,
+    Sink,
+    SinkThrottled,
+    Truncation,
+    build_sink,
+)
+from runner.sinks.base import LocalSinkSpec, Options, parse_duration
+
+
+class DummySink(Sink):
+    """Keeps what it was sent; fails or hangs on the first calls when told to."""
+
+    type_name = "dummy"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        failures: Sequence[BaseException] = (),
+        hang_first: bool = False,
+        result: SendResult | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.received: list[Record] = []
+        self.calls = 0
+        self._failures = list(failures)
+        self._hang_first = hang_first
+        self._result = result
+        self.closed = False
+
+    @classmethod
+    def from_options(cls, name: str, options: Options) -> Self:
+        options.finish()
+        return cls(name)
+
+    async def send(self, batch: Sequence[Record]) -> SendResult | None:
+        self.calls += 1
+        if self._hang_first and self.calls == 1:
+            await asyncio.Event().wait()
+        if self._failures:
+            raise self._failures.pop(0)
+        self.received.extend(batch)
+
+        return self._result
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class Sleeps:
+    """An injected sleep that records the delays asked for and does not wait."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(0)
+
+
+def _setup(
+    tmp_path: Path,
+    sinks: list[tuple[LocalSinkSpec, Sink]],
+    records: list[Record],
+    **kwargs: object,
+) -> tuple[Dispatcher, Sleeps]:
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    outbox.create_schema(conn)
+    sleeps = Sleeps()
+    dispatcher = Dispatcher(
+        Outbox(path),
+        sinks,
+        dead_letter_dir=tmp_path / "dead-letter",
+        sleep=sleeps,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    dispatcher.enqueue(conn, records)
+    conn.close()
+
+    return dispatcher, sleeps
+
+
+async def test_fans_out_with_routing(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """Each sink gets exactly the records its severity, hunt and tag filters pass."""
+    batch = (
+        records(3, severity="high", hunt="h1", tags=("a",))
+        + records(2, start=10, severity="low", hunt="h1", tags=("b",))
+        + records(2, start=20, severity="medium", hunt="h2", tags=("a",))
+    )
+    everything = DummySink("all")
+    serious = DummySink("serious")
+    only_h2 = DummySink("h2")
+    tag_b = DummySink("tag-b")
+    dispatcher, _ = _setup(
+        tmp_path,
+        [
+            (LocalSinkSpec("all", "dummy"), everything),
+            (LocalSinkSpec("serious", "dummy", min_severity="medium"), serious),
+            (LocalSinkSpec("h2", "dummy", hunts=("h2",)), only_h2),
+            (LocalSinkSpec("tag-b", "dummy", tags=("b",)), tag_b),
+        ],
+        batch,
+    )
+    async with dispatcher:
+        assert await dispatcher.drain(timeout=5)
+
+    assert everything.received == batch
+    assert serious.received == batch[:3] + batch[5:]
+    assert only_h2.received == batch[5:]
+    assert tag_b.received == batch[3:5]
+    assert everything.closed
+    assert dispatcher.stats()["all"]["delivered"] == 7
+
+
+async def test_retryable_failures_retry_until_delivered(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """Retryable errors are retried with growing jittered delays; rows arrive once."""
+    failing = DummySink(
+        "flaky", failures=[SinkError("flaky", "503", retryable=True)] * 3
+    )
+    dispatcher, sleeps = _setup(
+        tmp_path,
+        [(LocalSinkSpec("flaky", "dummy"), failing)],
+        records(4),
+        backoff_base=1.0,
+        rng=lambda: 1.0,
+    )
+    async with dispatcher:
+        assert await dispatcher.drain(timeout=5)
+
+    assert [r.event_id for r in failing.received] == [r.event_id for r in records(4)]
+    assert sleeps.delays == [1.0, 2.0, 4.0]
+    assert dispatcher.stats()["flaky"] == {
+        "delivered": 4,
+        "failed": 3,
+        "retried": 3,
+        "truncated": 0,
+        "dead_lettered": 0,
+    }
+
+
+async def test_retry_after_is_honoured(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """A throttled sink waits at least the receiver's Retry-After."""
+    sink = DummySink("hec", failures=[SinkThrottled("hec", "429", retry_after=7.0)])
+    dispatcher, sleeps = _setup(
+        tmp_path, [(LocalSinkSpec("hec", "dummy"), sink)], records(1), rng=lambda: 0.0
+    )
+    async with dispatcher:
+        assert await dispatcher.drain(timeout=5)
+
+    assert sleeps.delays == [7.0]
+
+
+async def test_hanging_sink_does_not_block_others(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """A sink that hangs times out and retries while the other sink delivers."""
+    hanging = DummySink("slow", hang_first=True)
+    hanging.timeout = 0.1
+    healthy = DummySink("fast")
+    dispatcher, _ = _setup(
+        tmp_path,
+        [
+            (LocalSinkSpec("slow", "dummy"), hanging),
+            (LocalSinkSpec("fast", "dummy"), healthy),
+        ],
+        records(5),
+    )
+    async with dispatcher:
+        await asyncio.sleep(0.05)
+        assert len(healthy.received) == 5
+        assert hanging.received == []
+        assert await dispatcher.drain(timeout=5)
+
+    assert len(hanging.received) == 5
+    assert dispatcher.stats()["slow"]["retried"] == 1
+
+
+async def test_non_retryable_goes_to_dead_letter(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """A batch rejected for good lands in the dead-letter file and leaves the outbox."""
+    sink = DummySink("siem", failures=[SinkError("siem", "400 bad", retryable=False)])
+    dispatcher, _ = _setup(
+        tmp_path, [(LocalSinkSpec("siem", "dummy"), sink)], records(3)
+    )
+    async with dispatcher:
+        assert await dispatcher.drain(timeout=5)
+
+    path = tmp_path / "dead-letter" / "siem.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["record"]["event_id"] for line in lines] == [
+        r.event_id for r in records(3)
+    ]
+    assert lines[0]["error"] == "sink siem: 400 bad"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert dispatcher.stats()["siem"]["dead_lettered"] == 3
+
+
+async def test_partial_rejection_dead_letters_only_the_rejected(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """When a sink rejects some records, only those are dead-lettered."""
+    batch = records(3)
+    sink = DummySink("es", failures=[RecordsRejected("es", [(batch[1], "mapping")])])
+    dispatcher, _ = _setup(tmp_path, [(LocalSinkSpec("es", "dummy"), sink)], batch)
+    async with dispatcher:
+        assert await dispatcher.drain(timeout=5)
+
+    lines = (tmp_path / "dead-letter" / "es.jsonl").read_text().splitlines()
+    assert [json.loads(line)["record"]["event_id"] for line in lines] == [
+        batch[1].event_id
+    ]
+    assert dispatcher.stats()["es"]["delivered"] == 2
+
+
+async def test_truncations_are_counted(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """Truncations a sink reports are counted per sink."""
+    cut = Truncation("abc", original_bytes=5000, removed_bytes=3000)
+    sink = DummySink("syslog", result=SendResult(truncated=(cut,)))
+    dispatcher, _ = _setup(
+        tmp_path, [(LocalSinkSpec("syslog", "dummy"), sink)], records(1)
+    )
+    async with dispatcher:
+        assert await dispatcher.drain(timeout=5)
+
+    assert dispatcher.stats()["syslog"]["truncated"] == 1
+
+
+def test_unknown_sink_type_lists_known_types() -> None:
+    """An unknown type names the file, line and every known type."""
+    spec = LocalSinkSpec("x", "kafka", source="config/sinks.yaml", line=12)
+    with pytest.raises(ConfigError) as caught:
+        build_sink(spec)
+
+    message = str(caught.value)
+    assert message.startswith("config/sinks.yaml:12: sink x: unknown sink type 'kafka'")
+    assert "file, " in message and "stdout" in message
+
+
+def test_unknown_option_is_a_problem_with_location() -> None:
+    """A sink rejects keys it does not know, reporting every problem at file:line."""
+    spec = LocalSinkSpec(
+        "out",
+        "file",
+        options={"pathh": "x", "format": "xml", "batch_size": 0},
+        source="s.yaml",
+        line=3,
+    )
+    with pytest.raises(ConfigError) as caught:
+        build_sink(spec)
+
+    assert [str(p) for p in caught.value.problems] == [
+        "s.yaml:3: sink out: batch_size: expected an integer >= 1",
+        "s.yaml:3: sink out: format: expected one of jsonl, csv, got 'xml'",
+        "s.yaml:3: sink out: unknown option 'pathh'",
+    ]
+
+
+def test_build_sink_reads_delivery_options(tmp_path: Path) -> None:
+    """``batch_size`` and ``timeout`` are read once for every sink type."""
+    sink = build_sink(
+        LocalSinkSpec(
+            "out",
+            "file",
+            options={"path": str(tmp_path), "batch_size": 50, "timeout": 5},
+        )
+    )
+
+    assert (sink.batch_size, sink.timeout) == (50, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30s", 30.0),
+        ("15m", 900.0),
+        ("6h", 21600.0),
+        ("1d", 86400.0),
+        (90, 90.0),
+        ("0s", None),
+        ("soon", None),
+    ],
+)
+def test_parse_duration(text: object, seconds: float | None) -> None:
+    """Durations read as seconds; zero and nonsense are refused."""
+    assert parse_duration(text) == seconds

@@ -1,0 +1,332 @@
+"""The webhook sink against a real HTTPS receiver on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from sink_receivers import WebhookReceiver
+from sink_tls import TlsFiles, make_tls_files
+
+from runner import outbox
+from runner.errors import SinkError
+from runner.outbox import Outbox
+from runner.records import Record
+from runner.sinks import Dispatcher, RecordsRejected, build_sink
+from runner.sinks.base import LocalSinkSpec, Sink
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+async def receiver(certificates: TlsFiles) -> AsyncIterator[WebhookReceiver]:
+    server = WebhookReceiver(certificates.server_context())
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def _sink(url: str, certificates: TlsFiles, **options: Any) -> Sink:
+    options = {"url": url, "ca_bundle": str(certificates.ca_path), **options}
+    return build_sink(LocalSinkSpec("hook", "webhook", options=options))
+
+
+async def _deliver(
+    tmp_path: Path, sink: Sink, batch: list[Record], **kwargs: Any
+) -> Dispatcher:
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    outbox.create_schema(conn)
+    dispatcher = Dispatcher(
+        Outbox(path),
+        [(LocalSinkSpec("hook", "webhook"), sink)],
+        dead_letter_dir=tmp_path / "dead-letter",
+        backoff_base=0.01,
+        backoff_cap=0.05,
+        **kwargs,
+    )
+    dispatcher.enqueue(conn, batch)
+    async with dispatcher:
+        assert await dispatcher.drain(timeout=10)
+
+    return dispatcher
+
+
+def _unavailable_first(count: int) -> Callable[[Any, WebhookReceiver], Any]:
+    def policy(documents: Any, server: WebhookReceiver) -> web.Response | None:
+        return web.Response(status=503) if server.calls <= count else None
+
+    return policy
+
+
+async def test_recovering_receiver_gets_every_row_once(
+    tmp_path: Path,
+    receiver: WebhookReceiver,
+    certificates: TlsFiles,
+    records: Callable[..., list[Record]],
+) -> None:
+    """A receiver answering 503 for a while then recovering gets each row once."""
+    receiver.policy = _unavailable_first(4)
+    sent = records(95)
+    sink = _sink(receiver.url, certificates, batch_size=10)
+    dispatcher = await _deliver(tmp_path, sink, sent)
+
+    assert sorted(receiver.accepted_ids) == sorted(r.event_id for r in sent)
+    assert len(receiver.accepted_ids) == len(set(receiver.accepted_ids))
+    assert dispatcher.stats()["hook"]["retried"] == 4
+    assert dispatcher.stats()["hook"]["delivered"] == 95
+
+
+async def test_413_splits_and_dead_letters_the_oversized_record(
+    tmp_path: Path,
+    receiver: WebhookReceiver,
+    certificates: TlsFiles,
+    records: Callable[..., list[Record]],
+) -> None:
+    """Too-large bodies are halved; a lone huge record is dead-lettered."""
+
+    def limit(documents: list[dict[str, Any]], server: WebhookReceiver) -> Any:
+        too_many = len(documents) > 3
+        huge = any("Blob" in d["row"] for d in documents)
+        return web.Response(status=413) if too_many or huge else None
+
+    receiver.policy = limit
+    sent = records(10) + records(1, row={"Blob": "x" * 5000})
+    dispatcher = await _deliver(tmp_path, _sink(receiver.url, certificates), sent)
+
+    assert sorted(receiver.accepted_ids) == sorted(r.event_id for r in sent[:10])
+    letters = (tmp_path / "dead-letter" / "hook.jsonl").read_text().splitlines()
+    assert [json.loads(line)["record"]["event_id"] for line in letters] == [
+        sent[10].event_id
+    ]
+    assert dispatcher.stats()["hook"]["dead_lettered"] == 1
+
+
+async def test_429_retry_after_is_honoured(
+    tmp_path: Path,
+    receiver: WebhookReceiver,
+    certificates: TlsFiles,
+    records: Callable[..., list[Record]],
+) -> None:
+    """A 429 with Retry-After makes the dispatcher wait at least that long."""
+
+    def throttle(documents: Any, server: WebhookReceiver) -> Any:
+        if server.calls == 1:
+            return web.Response(status=429, headers={"Retry-After": "3"})
+        return None
+
+    receiver.policy = throttle
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+
+    await _deliver(tmp_path, _sink(receiver.url, certificates), records(2), sleep=sleep)
+
+    assert delays == [3.0]
+    assert len(receiver.accepted_ids) == 2
+
+
+async def test_signature_gzip_and_headers(
+    receiver: WebhookReceiver,
+    certificates: TlsFiles,
+    records: Callable[..., list[Record]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The HMAC covers t and the uncompressed body; header secrets resolve."""
+    monkeypatch.setenv("HOOK_KEY", "s3cret")
+    token_file = tmp_path / "token"
+    token_file.write_text("abc123\n")
+    sink = _sink(
+        receiver.url,
+        certificates,
+        gzip=True,
+        format="ndjson",
+        hmac_secret_env="HOOK_KEY",
+        headers={"X-Team": "soc", "X-Token": {"file": str(token_file)}},
+    )
+    async with sink:
+        await sink.send(records(3))
+
+    request = receiver.requests[0]
+    assert request.headers["Content-Encoding"] == "gzip"
+    assert request.headers["Content-Type"] == "application/x-ndjson"
+    assert request.headers["X-Team"] == "soc"
+    assert request.headers["X-Token"] == "abc123"
+    fields = dict(
+        p.split("=", 1) for p in request.headers["X-Hunt-Runner-Signature"].split(",")
+    )
+    expected = hmac.new(
+        b"s3cret", f"{fields['t']}.".encode() + request.body, hashlib.sha256
+    ).hexdigest()
+    assert hmac.compare_digest(fields["v1"], expected)
+    assert abs(int(fields["t"]) - time.time()) < 60
+    assert len(request.documents) == 3
+
+
+async def test_batch_bytes_cuts_requests(
+    receiver: WebhookReceiver,
+    certificates: TlsFiles,
+    records: Callable[..., list[Record]],
+) -> None:
+    """A batch larger than batch_bytes goes out as several requests within the limit."""
+    sink = _sink(receiver.url, certificates, batch_bytes=2048)
+    async with sink:
+        await sink.send(records(20))
+
+    assert len(receiver.requests) > 3
+    assert all(len(r.raw) <= 2048 for r in receiver.requests)
+    assert len(receiver.accepted_ids) == 20
+
+
+async def test_splunk_hec_shape(
+    receiver: WebhookReceiver,
+    certificates: TlsFiles,
+    records: Callable[..., list[Record]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The HEC preset sends concatenated events with a Splunk token header."""
+    monkeypatch.setenv("HEC_TOKEN", "00000000-0000-0000-0000-000000000000")
+    sink = _sink(
+        receiver.url,
+        certificates,
+        preset="splunk-hec",
+        token={"env": "HEC_TOKEN"},
+        host="runner-1",
+    )
+    async with sink:
+        await sink.send(records(2))
+
+    request = receiver.requests[0]
+    assert request.headers["Authorization"] == (
+        "Splunk 00000000-0000-0000-0000-000000000000"
+    )
+    assert b"}{" in request.body
+    event = request.documents[0]
+    assert event["source"] == "hunt-runner"
+    assert event["host"] == "runner-1"
+    assert event["sourcetype"] == "hunt-runner:record"
+    assert event["time"] == datetime(2026, 12, 3, 11, 59, tzinfo=UTC).timestamp()
+    assert event["event"]["event_id"] == records(1)[0].event_id
+
+
+async def test_elasticsearch_bulk_shape_and_item_errors(
+    receiver: WebhookReceiver,
+    certificates: TlsFiles,
+    records: Callable[..., list[Record]],
+) -> None:
+    """The bulk preset indexes by event id and reads per-item errors."""
+
+    def bulk(documents: list[dict[str, Any]], server: WebhookReceiver) -> Any:
+        server.requests.append(None)  # type: ignore[arg-type]
+        server.accepted_ids.extend(d["index"]["_id"] for d in documents[::2])
+        items = [
+            {"index": {"status": 201}},
+            {"index": {"status": 400, "error": {"type": "mapper_parsing_exception"}}},
+        ]
+        return web.json_response({"errors": True, "items": items})
+
+    receiver.policy = bulk
+    sent = records(2)
+    sink = _sink(
+        receiver.url.replace("/hook", "/_bulk"),
+        certificates,
+        preset="elasticsearch",
+        index="hunts",
+    )
+    async with sink:
+        with pytest.raises(RecordsRejected) as caught:
+            await sink.send(sent)
+
+    assert receiver.accepted_ids == [r.event_id for r in sent]
+    assert [record for record, _ in caught.value.rejected] == [sent[1]]
+    assert "mapper_parsing_exception" in caught.value.rejected[0][1]
+
+
+async def test_untrusted_certificate_is_retryable_error(
+    receiver: WebhookReceiver, records: Callable[..., list[Record]]
+) -> None:
+    """Without the private CA the TLS check fails; verify_tls false skips it."""
+    strict = build_sink(LocalSinkSpec("hook", "webhook", options={"url": receiver.url}))
+    async with strict:
+        with pytest.raises(SinkError) as caught:
+            await strict.send(records(1))
+    assert caught.value.retryable
+
+    lax = build_sink(
+        LocalSinkSpec(
+            "hook", "webhook", options={"url": receiver.url, "verify_tls": False}
+        )
+    )
+    async with lax:
+        await lax.send(records(1))
+    assert len(receiver.accepted_ids) == 1
+
+
+async def test_client_error_is_not_retryable(
+    receiver: WebhookReceiver,
+    certificates: TlsFiles,
+    records: Callable[..., list[Record]],
+) -> None:
+    """A 400 answer rejects the batch for good."""
+    receiver.policy = lambda documents, server: web.Response(status=400, text="bad")
+    sink = _sink(receiver.url, certificates)
+    async with sink:
+        with pytest.raises(SinkError) as caught:
+            await sink.send(records(1))
+
+    assert not caught.value.retryable
+
+
+async def test_sigkill_during_delivery_loses_nothing(
+    tmp_path: Path,
+    receiver: WebhookReceiver,
+    certificates: TlsFiles,
+    records: Callable[..., list[Record]],
+) -> None:
+    """A delivery process killed with SIGKILL and restarted delivers every row."""
+    rows = 400
+    receiver.delay = 0.01
+    child = Path(__file__).with_name("deliver_child.py")
+    command = [
+        sys.executable,
+        str(child),
+        str(tmp_path / "state.db"),
+        receiver.url,
+        str(certificates.ca_path),
+        str(rows),
+    ]
+    first = subprocess.Popen(command)
+    deadline = time.monotonic() + 20
+    while len(receiver.accepted_ids) < rows // 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    first.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(first.wait)
+    delivered_before_kill = len(set(receiver.accepted_ids))
+    assert 0 < delivered_before_kill < rows
+
+    second = subprocess.Popen(command)
+    code = await asyncio.to_thread(second.wait, 30)
+
+    expected = {r.event_id for r in records(rows)}
+    assert code == 0
+    assert set(receiver.accepted_ids) == expected
+    # At most the batch in flight at the kill is delivered twice.
+    assert len(receiver.accepted_ids) - rows <= 20

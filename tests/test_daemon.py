@@ -1,0 +1,202 @@
+"""The main job end to end: configuration and hunts in, records out, through the sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import structlog
+
+from runner.config import load_config
+from runner.daemon import Runtime
+from runner.hunts import load_hunts
+from runner.sandbox import Sandbox, SandboxSettings
+from runner.state import State
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class ShiftedClock:
+    """Real time moved by an offset a test can change: downtime without waiting."""
+
+    def __init__(self, offset: timedelta) -> None:
+        self.offset = offset.total_seconds()
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        import asyncio
+
+        await asyncio.sleep(max(seconds, 0.0))
+
+
+def _write_config(folder: Path, out: Path, state: Path) -> Path:
+    config = folder / "config"
+    config.mkdir()
+    (config / "hunt-runner.yaml").write_text(
+        f"""
+tenants:
+  lab:
+    cloud: sandbox
+    backend: graph
+sinks:
+  files:
+    type: file
+    path: {out}
+defaults:
+  schedule:
+    every: 15m
+  lookback: 1h
+  delay: 5m
+  sinks: [files]
+state:
+  path: {state}
+sandbox:
+  days: 1
+  live_arrival: false
+""",
+        encoding="utf-8",
+    )
+
+    return config
+
+
+def _hunt_file(folder: Path) -> Path:
+    jobs = folder / "jobs"
+    jobs.mkdir()
+    (jobs / "appdata.yaml").write_text(
+        """
+name: PowerShell from AppData
+severity: high
+query: |
+  DeviceProcessEvents
+  | where Timestamp >= HuntStart and Timestamp < HuntEnd
+  | where InitiatingProcessFileName =~ "powershell.exe"
+  | where ProcessCommandLine contains "appdata"
+  | project Timestamp, DeviceId, ProcessCommandLine
+""",
+        encoding="utf-8",
+    )
+
+    return jobs
+
+
+async def test_restart_resumes_exactly_at_watermark(tmp_path: Path) -> None:
+    """After downtime the next window starts at the previous watermark: no gap, no overlap."""
+    config = _write_config(tmp_path, tmp_path / "out", tmp_path / "state.db")
+    jobs = _hunt_file(tmp_path)
+    settings, problems = load_config(config)
+    assert settings is not None and not problems
+    hunts, problems = load_hunts([jobs], settings.hunt_defaults)
+    assert not problems
+    clock = ShiftedClock(-timedelta(hours=5))
+
+    async with Sandbox(SandboxSettings.from_mapping(dict(settings.sandbox))) as sandbox:
+        async with Runtime(settings, hunts, clock=clock, sandbox=sandbox) as runtime:
+            first = await runtime.run_once()
+        assert [r.ok for r in first] == [True]
+        first_window = first[0].window
+        assert first_window is not None
+        assert first_window.duration == timedelta(hours=1)
+        watermark = State(settings.state_path).watermark(hunts[0].id, "lab")
+        assert watermark == first_window.end
+
+        # The daemon is down while three hours of schedules pass.
+        clock.offset += timedelta(hours=3).total_seconds()
+        async with Runtime(settings, hunts, clock=clock, sandbox=sandbox) as runtime:
+            second = await runtime.run_once()
+
+    second_window = second[0].window
+    assert second[0].ok
+    assert second_window is not None
+    assert second_window.start == first_window.end
+    assert second_window.duration == pytest.approx(timedelta(hours=3), abs=timedelta(seconds=5))
+    assert first[0].rows > 0 and second[0].rows > 0
+
+    lines = (tmp_path / "out").glob("*.jsonl")
+    records = [json.loads(line) for path in lines for line in path.read_text().splitlines()]
+    assert len(records) == first[0].rows + second[0].rows
+    assert len({r["event_id"] for r in records}) == len(records)
+    for record in records:
+        stamp = datetime.fromisoformat(record["row"]["Timestamp"])
+        assert first_window.start <= stamp <= second_window.end
+
+
+async def test_every_run_logs_one_canonical_event(tmp_path: Path) -> None:
+    """A run logs one hunt.completed with hunt, tenant, window, rows, duration and calls."""
+    config = _write_config(tmp_path, tmp_path / "out", tmp_path / "state.db")
+    settings, _ = load_config(config)
+    assert settings is not None
+    hunts, _ = load_hunts([_hunt_file(tmp_path)], settings.hunt_defaults)
+
+    with structlog.testing.capture_logs() as events:
+        async with Runtime(settings, hunts) as runtime:
+            await runtime.run_once()
+
+    completed = [e for e in events if e["event"] == "hunt.completed"]
+    assert len(completed) == 1
+    event = completed[0]
+    assert event["hunt"] == "appdata" and event["tenant"] == "lab"
+    for field in ("window_start", "window_end", "rows", "duration_s", "calls"):
+        assert field in event
+    assert event["calls"] == 1 and event["rows"] > 0
+    assert not [e for e in events if e["event"] == "hunt.failed"]
+
+
+async def test_rejected_query_fails_its_hunt_only(tmp_path: Path) -> None:
+    """A query the service rejects fails that hunt with the service's message; others run."""
+    config = _write_config(tmp_path, tmp_path / "out", tmp_path / "state.db")
+    settings, _ = load_config(config)
+    assert settings is not None
+    jobs = _hunt_file(tmp_path)
+    (jobs / "broken.yaml").write_text(
+        "name: Broken\nquery: |\n  NoSuchTable | take 1\n", encoding="utf-8"
+    )
+    hunts, problems = load_hunts([jobs], settings.hunt_defaults)
+    assert not problems
+
+    with structlog.testing.capture_logs() as events:
+        async with Runtime(settings, hunts) as runtime:
+            results = await runtime.run_once()
+
+    by_hunt = {r.hunt: r for r in results}
+    assert by_hunt["appdata"].ok
+    assert not by_hunt["broken"].ok
+    assert "NoSuchTable" in (by_hunt["broken"].error or "")
+    failed = [e for e in events if e["event"] == "hunt.failed"]
+    assert [e["hunt"] for e in failed] == ["broken"]
+    assert failed[0]["error_type"] == "QueryError"
+    assert State(settings.state_path).watermark("broken", "lab") is None
+
+
+def test_run_once_with_shipped_config_writes_every_hunt(tmp_path: Path) -> None:
+    """`hunt-runner run --once` with the shipped files writes JSONL records for every hunt."""
+    environment = {**os.environ, "PYTHONUTF8": "0", "LC_ALL": "C"}
+    done = subprocess.run(
+        [sys.executable, "-m", "runner.cli", "run", "--once",
+         "--config", str(REPO / "config"), "--jobs", str(REPO / "jobs")],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    hunts = sorted(p.stem for p in (REPO / "jobs").glob("*.yaml"))
+    written = sorted(p.stem for p in (tmp_path / "out").glob("*.jsonl"))
+    assert written == hunts
+    for path in (tmp_path / "out").glob("*.jsonl"):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        assert lines, path
+        record = json.loads(lines[0])
+        assert record["hunt"]["id"] == path.stem
+        assert record["tenant"] == "sandbox"
+    assert "client_secret" not in done.stderr
+    assert (tmp_path / "state" / "hunt-runner.db").exists()
