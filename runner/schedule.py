@@ -22,6 +22,7 @@ from apscheduler.events import (
     EVENT_JOB_ERROR,
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_MISSED,
+    JobEvent,
     JobExecutionEvent,
 )
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -137,15 +138,20 @@ def build_scheduler(
     return scheduler
 
 
-def _log_skipped(event: JobExecutionEvent) -> None:
-    if event.code == EVENT_JOB_ERROR:
+def _log_skipped(event: JobEvent) -> None:
+    if isinstance(event, JobExecutionEvent) and event.code == EVENT_JOB_ERROR:
         log.error("schedule.run_crashed", hunt=event.job_id, error=repr(event.exception))
         return
+    # A missed fire carries one time; a fire refused because the previous run
+    # is still going carries the list of times it would have covered.
+    times = getattr(event, "scheduled_run_times", None) or [
+        getattr(event, "scheduled_run_time", None)
+    ]
     reason = "missed" if event.code == EVENT_JOB_MISSED else "still_running"
     log.warning(
         "schedule.run_skipped",
         hunt=event.job_id,
         reason=reason,
-        scheduled=event.scheduled_run_time.isoformat(),
+        scheduled=[moment.isoformat() for moment in times if moment is not None],
         note="the next run's window starts at the watermark and covers this time",
     )

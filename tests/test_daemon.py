@@ -200,3 +200,33 @@ def test_run_once_with_shipped_config_writes_every_hunt(tmp_path: Path) -> None:
         assert record["tenant"] == "sandbox"
     assert "client_secret" not in done.stderr
     assert (tmp_path / "state" / "hunt-runner.db").exists()
+
+
+def test_sigterm_finishes_work_in_flight_and_exits_zero(tmp_path: Path) -> None:
+    """SIGTERM stops the daemon cleanly: runs in flight finish, exit status 0."""
+    import signal
+
+    config = _write_config(tmp_path, tmp_path / "out", tmp_path / "state.db")
+    jobs = _hunt_file(tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "run", "--config", str(config),
+         "--jobs", str(jobs)],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    seen = []
+    deadline = time.monotonic() + 120
+    for line in process.stderr:
+        seen.append(line)
+        if '"hunt.completed"' in line or time.monotonic() > deadline:
+            break
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=60)
+    events = [json.loads(line)["event"] for line in seen + rest.splitlines()
+              if line.startswith("{")]
+    assert process.returncode == 0
+    assert "hunt.completed" in events
+    assert "daemon.stopped" in events
+    assert State(tmp_path / "state.db").watermark("appdata", "lab") is not None

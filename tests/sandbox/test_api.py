@@ -401,7 +401,8 @@ async def test_cpu_budget_exhausted_is_429_until_the_cycle(
         "You have exceeded processing resources allocated to this tenant. "
         "You can run queries again in 00:0"
     )
-    assert 0 < retry_after <= 60.0
+    # The charge must leave the 30 s window, then the next 60 s cycle starts.
+    assert 0 < retry_after <= 90.0
     assert later == 200
 
 

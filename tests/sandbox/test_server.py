@@ -1,0 +1,104 @@
+"""The service as a whole: serve(), its startup event, live data, the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+from structlog.testing import capture_logs
+
+from runner.sandbox import Sandbox, SandboxSettings, serve
+
+SMALL = SandboxSettings(days=0.05, events_per_hour=300, live_arrival=False)
+
+
+async def test_serve_logs_its_start_and_stops_on_request(tmp_path: Path) -> None:
+    """serve() logs the base URL, CA file and demo credentials, then stops cleanly."""
+    stop = asyncio.Event()
+    ca_out = tmp_path / "ca.pem"
+    settings = SandboxSettings(
+        days=0.05, events_per_hour=300, demo_client_secret="given-secret"
+    )
+
+    with capture_logs() as events:
+        task = asyncio.create_task(serve(settings, port=0, ca_out=ca_out, stop=stop))
+        while not any(event["event"] == "sandbox.started" for event in events):
+            await asyncio.sleep(0.05)
+        started = next(e for e in events if e["event"] == "sandbox.started")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                started["base_url"] + "/healthz",
+                ssl=ssl.create_default_context(cafile=str(ca_out)),
+            ) as response,
+        ):
+            health = response.status
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    assert started["base_url"].startswith("https://localhost:")
+    assert started["ca_file"] == str(ca_out)
+    assert started["client_secret"] == "given-secret"
+    assert started["tenant_id"] == "5a4d2c1b-0e9f-4a8b-9c7d-6e5f4a3b2c1d"
+    assert started["client_id"] == "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
+    assert len(started["apis"]) == 3
+    assert health == 200
+    assert events[-1]["event"] == "sandbox.stopped"
+
+
+async def test_demo_secret_is_generated_when_not_given() -> None:
+    """Two sandboxes without a configured secret get different demo secrets."""
+    first, second = Sandbox(SMALL), Sandbox(SMALL)
+
+    assert first.demo.client_secret != second.demo.client_secret
+    assert len(first.demo.client_secret.reveal()) >= 32
+    assert "redacted" in repr(first.demo.client_secret)
+
+
+async def test_live_arrival_adds_rows_as_time_passes() -> None:
+    """With live arrival on, moving the clock ahead brings new rows."""
+    settings = SandboxSettings(
+        days=0.05, events_per_hour=600, arrival_interval_seconds=0.05
+    )
+    async with Sandbox(settings) as sandbox:
+        assert sandbox.engine is not None
+        loaded = sandbox.engine.rows_loaded
+        sandbox.clock.advance(1800)
+        for _ in range(40):
+            if sandbox.engine.rows_loaded > loaded:
+                break
+            await asyncio.sleep(0.05)
+
+        assert sandbox.engine.rows_loaded > loaded
+
+
+async def test_engine_uses_the_sandbox_clock_for_now(sandbox: Sandbox) -> None:
+    """KQL now() and the default window follow the sandbox clock."""
+    assert sandbox.engine is not None
+
+    result = await asyncio.to_thread(sandbox.engine.run, "print n = now()")
+
+    value = datetime.fromisoformat(result.rows[0][0][:26])
+    expected = sandbox.clock.now().replace(tzinfo=None)
+    assert abs(value - expected) < timedelta(seconds=5)
+
+
+async def test_engine_never_returns_rows_from_the_future(sandbox: Sandbox) -> None:
+    """With the clock moved back an hour, no row is newer than the clock."""
+    assert sandbox.engine is not None
+    sandbox.clock.advance(-3600)
+    try:
+        result = await asyncio.to_thread(
+            sandbox.engine.run,
+            "DeviceProcessEvents | summarize latest = max(Timestamp)",
+        )
+        now = sandbox.clock.now().replace(tzinfo=None)
+    finally:
+        sandbox.clock.advance(3600)
+
+    latest = datetime.fromisoformat(result.rows[0][0][:26])
+    assert latest <= now
+    assert latest > now - timedelta(minutes=30)
