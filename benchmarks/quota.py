@@ -461,7 +461,12 @@ async def learn_costs(
         for query in dict.fromkeys(scenario.queries):
             average: float | None = None
             for _ in range(3):
-                outcome = await tenant.client.query(query)
+                while True:
+                    try:
+                        outcome = await tenant.client.query(query)
+                        break
+                    except ThrottledError as error:
+                        await asyncio.sleep(error.retry_after or 1.0)
                 cpu = outcome.result.cpu_seconds
                 average = update_average(
                     average, outcome.elapsed if cpu is None else cpu

@@ -246,6 +246,7 @@ def _cell(value: Any) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from runner.durations import format_duration
     from runner.schedule import trigger_for
     from runner.state import State
 
@@ -254,7 +255,7 @@ def _list(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     print(f"{'hunt':40} {'schedule':22} {'severity':9} {'next run (UTC)':20} watermark")
     for hunt in hunts:
-        schedule = hunt.schedule.cron or f"every {hunt.schedule.every}"
+        schedule = hunt.schedule.cron or f"every {format_duration(hunt.schedule.every)}"
         next_run = trigger_for(hunt).get_next_fire_time(None, now)
         marks = []
         if state is not None:

@@ -330,6 +330,8 @@ class _Call:
                     "cpu": {"user": cpu, "kernel": "00:00:00", "total cpu": cpu},
                     "memory": {"peak_per_node": 0},
                 },
+                # XXX: one entry for the whole store rather than per table the
+                # query touched; clients reading it for sizing get a rough figure.
                 "dataset_statistics": [
                     {"table_row_count": rows_loaded, "table_size": result.size_bytes}
                 ],

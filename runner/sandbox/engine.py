@@ -111,7 +111,11 @@ class Engine:
             start = max(
                 self._filled_until, now - timedelta(days=self.settings.data_window_days)
             )
-            rows = self.generator.fill(self._con.cursor(), start, now, schema=SCHEMA)
+            cursor = self._con.cursor()
+            try:
+                rows = self.generator.fill(cursor, start, now, schema=SCHEMA)
+            finally:
+                cursor.close()
             self._filled_until = now
             self.rows_loaded += rows
 
@@ -156,6 +160,8 @@ class Engine:
         cursor = self._con.cursor()
         timer = threading.Timer(timeout, cursor.interrupt)
         started_wall = time.perf_counter()
+        # XXX: process CPU time also counts other threads (live arrival, a
+        # concurrent query), so Stats may overstate one query's CPU a little.
         started_cpu = time.process_time()
         try:
             self._create_views(cursor, _naive(lower), _naive(upper))

@@ -6,11 +6,14 @@ import asyncio
 import ssl
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import pytest
 from structlog.testing import capture_logs
 
 from runner.sandbox import Sandbox, SandboxSettings, serve
+from runner.sandbox.engine import QueryFailed
 
 SMALL = SandboxSettings(days=0.05, events_per_hour=300, live_arrival=False)
 
@@ -102,3 +105,30 @@ async def test_engine_never_returns_rows_from_the_future(sandbox: Sandbox) -> No
     latest = datetime.fromisoformat(result.rows[0][0][:26])
     assert latest <= now
     assert latest > now - timedelta(minutes=30)
+
+
+async def test_query_over_the_request_timeout_is_interrupted(sandbox: Sandbox) -> None:
+    """A query running past the request timeout is stopped and reported as such."""
+    assert sandbox.engine is not None
+    heavy = "range x from 1 to 3000000000 step 1 | summarize sum(x % 7)"
+
+    with pytest.raises(QueryFailed) as failure:
+        await asyncio.to_thread(sandbox.engine.run, heavy, timeout=0.1)
+
+    assert failure.value.kind == "timeout"
+
+
+async def test_queries_charge_cpu_to_the_tenant(
+    sandbox: Sandbox, make_app: Any, token: Any, call: Any, new_tenant: Any
+) -> None:
+    """A query's execution time is charged to its tenant's CPU budget."""
+    tenant_id, client_id, secret = new_tenant()
+    bearer = await token(make_app(client_id, secret, tenant_id), "mde")
+
+    status, _, body = await call(
+        "mde", bearer, {"Query": "DeviceProcessEvents | count"}
+    )
+
+    assert status == 200
+    charged = sandbox.quotas.cpu_used(tenant_id, 3600.0)
+    assert 0 < charged <= body["Stats"]["ExecutionTime"] * 1.5 + 0.05
