@@ -30,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from runner.logs import configure as configure_logs  # noqa: E402
 from runner.outbox import Outbox, create_schema  # noqa: E402
 from runner.records import Record, event_id  # noqa: E402
 from runner.sinks import Dispatcher, Sink, build_sink  # noqa: E402
@@ -256,6 +257,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.child:
+        configure_logs("warning", stream=sys.stderr, json=True)
         result = run_case(args.child, args.mode, args.rows, args.port)
         with os.fdopen(int(os.environ["BENCH_RESULT_FD"]), "w") as out:
             out.write(json.dumps(result))

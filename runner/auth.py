@@ -8,17 +8,25 @@ synchronous; every call to it runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import re
+import ssl
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import msal
 import requests
 import structlog
 
 from runner.errors import AuthError
+from runner.network import ProxySettings, TimeoutSession, describe_tls_failure
 from runner.secrets import Secret
 
 log = structlog.get_logger(__name__)
+
+_SSL_REASON = re.compile(r"certificate verify failed: ([^(\'\"]+)")
+_TUNNEL_STATUS = re.compile(r"Tunnel connection failed: ([^'\")]+)")
+_POOL_TARGET = re.compile(r"host='([^']+)', port=(\d+)")
 
 
 @dataclass(frozen=True)
@@ -34,7 +42,9 @@ class ClientCredential:
         if self.secret is not None:
             return self.secret.reveal()
         if self.private_key_pem is None or self.thumbprint is None:
-            raise ValueError("a certificate credential needs a private key and thumbprint")
+            raise ValueError(
+                "a certificate credential needs a private key and thumbprint"
+            )
         credential = {
             "private_key": self.private_key_pem.reveal(),
             "thumbprint": self.thumbprint,
@@ -47,21 +57,23 @@ class ClientCredential:
 
 
 def http_session(
-    *, verify: bool | str, proxy: str | None, authority: str
+    *,
+    verify: bool | str,
+    proxy: ProxySettings,
+    authority: str,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 240.0,
 ) -> requests.Session:
     """The requests session msal talks through.
 
     ``trust_env`` is off so that ``REQUESTS_CA_BUNDLE`` cannot override our
-    ``verify``; the environment's proxy settings are therefore applied here,
-    explicitly, unless the tenant names its own proxy.
+    ``verify``; the environment's proxy settings (``NO_PROXY`` included) are
+    therefore applied here, explicitly, unless the tenant names its own proxy.
     """
-    session = requests.Session()
+    session = TimeoutSession(connect_timeout, read_timeout)
     session.trust_env = False
     session.verify = verify
-    if proxy:
-        session.proxies = {"https": proxy, "http": proxy}
-    else:
-        session.proxies = requests.utils.get_environ_proxies(authority)
+    session.proxies = proxy.for_requests(authority)
 
     return session
 
@@ -78,12 +90,19 @@ class TokenProvider:
         authority: str,
         scope: str,
         verify: bool | str = True,
-        proxy: str | None = None,
-        timeout: float = 30.0,
+        proxy: ProxySettings | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 240.0,
     ) -> None:
         self.tenant = tenant
         self.scope = scope
-        self._session = http_session(verify=verify, proxy=proxy, authority=authority)
+        self._session = http_session(
+            verify=verify,
+            proxy=proxy or ProxySettings(),
+            authority=authority,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
         # msal fetches the authority's discovery document in its constructor,
         # a blocking call: the application is built on first use, in a thread.
         self._build = lambda: msal.ConfidentialClientApplication(
@@ -91,8 +110,9 @@ class TokenProvider:
             client_credential=credential.for_msal(),
             authority=authority,
             http_client=self._session,
+            # msal applies its own ``timeout`` only to a session it builds;
+            # ours carries the timeouts (see TimeoutSession).
             instance_discovery=False,
-            timeout=timeout,
         )
         self._app: msal.ConfidentialClientApplication | None = None
         self._lock = asyncio.Lock()
@@ -118,6 +138,10 @@ class TokenProvider:
             result: dict[str, Any] = self._app.acquire_token_for_client(
                 scopes=[self.scope]
             )
+        except requests.exceptions.SSLError as error:
+            raise AuthError(self.tenant, "tls", _describe_tls(error)) from error
+        except requests.exceptions.ProxyError as error:
+            raise AuthError(self.tenant, "proxy", _describe_proxy(error)) from error
         except (requests.RequestException, ValueError) as error:
             # msal raises these when the identity endpoint cannot be reached or
             # answers something that is not JSON.
@@ -137,7 +161,64 @@ class TokenProvider:
 
 def _describe(error: Exception) -> str:
     text = str(error)
-    if "CERTIFICATE_VERIFY_FAILED" in text:
-        return "TLS certificate verification failed (check ca_bundle)"
 
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def _describe_tls(error: requests.exceptions.SSLError) -> str:
+    """Which host refused our trust, and why, from the chain requests wraps."""
+    host, port = _target(error)
+    cause = _find_cause(error, ssl.SSLCertVerificationError)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        detail = cause.verify_message or str(cause)
+    else:
+        match = _SSL_REASON.search(str(error))
+        detail = match.group(1).strip() if match else _describe(error)
+
+    return describe_tls_failure(host, port, detail)
+
+
+def _describe_proxy(error: requests.exceptions.ProxyError) -> str:
+    match = _TUNNEL_STATUS.search(str(error))
+    if match is None:
+        return f"cannot reach the proxy: {_describe(error)}"
+    status = match.group(1).strip()
+    hint = ""
+    if status.startswith("407"):
+        hint = " (check proxy_username and proxy_password_env/proxy_password_file)"
+
+    return f"the proxy refused the tunnel: {status}{hint}"
+
+
+def _target(error: requests.RequestException) -> tuple[str, int | None]:
+    request = error.request
+    if request is not None and request.url:
+        parts = urlsplit(str(request.url))
+        return parts.hostname or "?", parts.port or 443
+    match = _POOL_TARGET.search(str(error))
+    if match:
+        return match.group(1), int(match.group(2))
+
+    return "?", None
+
+
+def _find_cause(
+    error: BaseException, kind: type[BaseException]
+) -> BaseException | None:
+    """The first exception of *kind* among *error*'s causes and wrapped reasons."""
+    seen: set[int] = set()
+    pending: list[object] = [error]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kind):
+            return current
+        # urllib3 keeps the original error in ``reason`` and in ``args``.
+        pending.extend(current.args)
+        pending.extend(
+            (getattr(current, "reason", None), current.__cause__, current.__context__)
+        )
+
+    return None

@@ -9,7 +9,6 @@ jitter (stamina).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import ssl
@@ -23,6 +22,7 @@ import aiohttp
 import stamina
 import structlog
 
+from runner import network
 from runner.auth import TokenProvider
 from runner.clouds import Endpoints
 from runner.errors import (
@@ -36,6 +36,7 @@ from runner.errors import (
     UnauthorizedError,
 )
 from runner.limiter import parse_retry_after
+from runner.network import ProxySettings, describe_tls_failure
 from runner.results import QueryResult, parse_response
 
 log = structlog.get_logger(__name__)
@@ -62,14 +63,12 @@ def _iso(moment: datetime) -> str:
 
 
 def ssl_context(ca_bundle: str | None, *, verify: bool = True) -> ssl.SSLContext | bool:
-    """TLS settings for a tenant: the system store plus an optional CA bundle."""
-    if not verify:
-        return False
-    context = ssl.create_default_context()
-    if ca_bundle:
-        context.load_verify_locations(cafile=ca_bundle)
+    """TLS settings for a tenant: the system store plus an optional CA bundle.
 
-    return context
+    Kept for callers that predate ``runner.network.ssl_context``, which also
+    takes ``ca_mode``.
+    """
+    return network.ssl_context(ca_bundle, "add", verify)
 
 
 class HuntingClient:
@@ -83,7 +82,7 @@ class HuntingClient:
         tokens: TokenProvider,
         session: aiohttp.ClientSession,
         ssl: ssl.SSLContext | bool = True,
-        proxy: str | None = None,
+        proxy: ProxySettings | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 240.0,
         max_retries: int = 4,
@@ -93,7 +92,10 @@ class HuntingClient:
         self._tokens = tokens
         self._session = session
         self._ssl = ssl
-        self._proxy = proxy
+        # The query URL never changes, so the environment is consulted once.
+        self._proxy, self._proxy_headers = (proxy or ProxySettings()).for_aiohttp(
+            endpoints.query_url
+        )
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout, sock_read=read_timeout
         )
@@ -159,7 +161,9 @@ class HuntingClient:
                     calls += 1
                     result = await self._post(payload, hunt, token)
 
-        return CallOutcome(result=result, calls=calls, elapsed=time.monotonic() - started)
+        return CallOutcome(
+            result=result, calls=calls, elapsed=time.monotonic() - started
+        )
 
     async def _post(self, payload: bytes, hunt: str, token: str) -> QueryResult:
         headers = {
@@ -174,19 +178,33 @@ class HuntingClient:
                 headers=headers,
                 ssl=self._ssl,
                 proxy=self._proxy,
+                proxy_headers=self._proxy_headers,
                 timeout=self._timeout,
             ) as response:
                 raw = await response.read()
                 status = response.status
                 response_headers = dict(response.headers)
         except aiohttp.ClientConnectorCertificateError as error:
+            detail = getattr(error.certificate_error, "verify_message", None)
             raise TlsError(
-                self.tenant, f"TLS certificate of {error.host} not trusted: "
-                f"{error.certificate_error}"
+                self.tenant,
+                describe_tls_failure(
+                    error.host, error.port, detail or str(error.certificate_error)
+                ),
             ) from error
         except aiohttp.ClientSSLError as error:
             raise TlsError(self.tenant, f"TLS handshake failed: {error}") from error
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+        except aiohttp.ClientHttpProxyError as error:
+            hint = ""
+            if error.status == 407:
+                hint = (
+                    " (check proxy_username and proxy_password_env/proxy_password_file)"
+                )
+            raise TransportError(
+                self.tenant,
+                f"the proxy refused the tunnel: {error.status} {error.message}{hint}",
+            ) from error
+        except (TimeoutError, aiohttp.ClientError) as error:
             raise TransportError(
                 self.tenant, f"request failed: {type(error).__name__}: {error}"
             ) from error
@@ -225,7 +243,9 @@ def _translate(
             hunt=hunt,
         )
     if status >= 500:
-        return ServerError(tenant, status, code, message or "(empty message)", hunt=hunt)
+        return ServerError(
+            tenant, status, code, message or "(empty message)", hunt=hunt
+        )
 
     return ApiError(tenant, status, code, message, hunt=hunt)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,7 @@ from runner import secrets
 from runner.clouds import BACKENDS, CLOUDS
 from runner.errors import Problem
 from runner.hunts import SEVERITIES, HuntDefaults, read_schedule
+from runner.network import CA_MODES, DIRECT
 from runner.secrets import Secret
 from runner.yamlio import Document, Fields, YamlPath, is_yaml_file, read_yaml
 
@@ -120,7 +122,12 @@ class Tenant:
     authority: str | None = None
     api_base: str | None = None
     ca_bundle: str | None = None
+    # ``add``: the system store and ca_bundle; ``replace``: ca_bundle only.
+    ca_mode: str = "add"
+    # A proxy URL; ``direct`` for none; ``None`` to follow HTTPS_PROXY/NO_PROXY.
     proxy: str | None = None
+    proxy_username: str | None = None
+    proxy_password: Secret | None = None
     verify_tls: bool = True
     connect_timeout: float = 10.0
     # Above the service's own 180 s limit, so the service's answer arrives.
@@ -169,6 +176,7 @@ _SECTIONS = (
     "data_window",
 )
 _CREDENTIAL_KEYS = ("secret_env", "secret_file", "certificate_file", "certificate_env")
+_PROXY_PASSWORD_KEYS = ("proxy_password_env", "proxy_password_file")
 _TENANT_KEYS = frozenset(
     {
         "tenant_id",
@@ -179,7 +187,10 @@ _TENANT_KEYS = frozenset(
         "authority",
         "api_base",
         "ca_bundle",
+        "ca_mode",
         "proxy",
+        "proxy_username",
+        *_PROXY_PASSWORD_KEYS,
         "verify_tls",
         "connect_timeout",
         "read_timeout",
@@ -462,22 +473,21 @@ class _Loader:
         credential = self.credential(fields, path, data, folder, sandbox)
         authority = self.https_url(fields, path, data, "authority")
         api_base = self.https_url(fields, path, data, "api_base")
-        ca_bundle = None
-        if "ca_bundle" in data:
-            ca_text = text("ca_bundle")
-            if ca_text is not None:
-                ca_path = folder / Path(ca_text).expanduser()
-                if not ca_path.is_file():
-                    fields.fail((*path, "ca_bundle"), f"no such file: {ca_path}")
-                ca_bundle = str(ca_path)
-        proxy = None
-        if "proxy" in data:
-            proxy = text("proxy")
-            parts = urlsplit(proxy or "")
-            if proxy is not None and (
-                parts.scheme not in ("http", "https") or not parts.hostname
-            ):
-                fields.fail((*path, "proxy"), f"{proxy!r} is not an http(s):// URL")
+        ca_bundle = self.ca_bundle(fields, path, data, folder)
+        ca_mode = "add"
+        if "ca_mode" in data:
+            ca_mode = (
+                fields.string((*path, "ca_mode"), data["ca_mode"], choices=CA_MODES)
+                or ca_mode
+            )
+            if ca_mode == "replace" and "ca_bundle" not in data:
+                fields.fail(
+                    (*path, "ca_mode"), "replace needs a ca_bundle to trust instead"
+                )
+        proxy = self.proxy(fields, path, data)
+        proxy_username, proxy_password = self.proxy_credentials(
+            fields, path, data, folder
+        )
         verify_tls = True
         if "verify_tls" in data:
             verify_tls = fields.boolean((*path, "verify_tls"), data["verify_tls"])
@@ -500,7 +510,10 @@ class _Loader:
             authority=authority,
             api_base=api_base,
             ca_bundle=ca_bundle,
+            ca_mode=ca_mode,
             proxy=proxy,
+            proxy_username=proxy_username,
+            proxy_password=proxy_password,
             verify_tls=bool(verify_tls),
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -586,6 +599,106 @@ class _Loader:
         except KeyError:
             fields.fail(at, f"environment variable {name} is not set")
             return None
+
+    def ca_bundle(
+        self, fields: Fields, path: YamlPath, data: dict[str, Any], folder: Path
+    ) -> str | None:
+        """The CA bundle's absolute path, checked to hold PEM certificates."""
+        if "ca_bundle" not in data:
+            return None
+        at = (*path, "ca_bundle")
+        text = fields.string(at, data["ca_bundle"])
+        if text is None:
+            return None
+        ca_path = folder / Path(text).expanduser()
+        if not ca_path.is_file():
+            fields.fail(at, f"no such file: {ca_path}")
+            return None
+        try:
+            ssl.create_default_context(cafile=str(ca_path))
+        except (ssl.SSLError, OSError) as error:
+            reason = getattr(error, "reason", None) or error.strerror or error
+            fields.fail(at, f"{ca_path} holds no usable PEM CA certificate ({reason})")
+            return None
+
+        return str(ca_path)
+
+    def proxy(self, fields: Fields, path: YamlPath, data: dict[str, Any]) -> str | None:
+        """The ``proxy`` URL, ``direct``, or ``None`` to follow the environment."""
+        if "proxy" not in data:
+            return None
+        at = (*path, "proxy")
+        if data["proxy"] == "":
+            return DIRECT
+        text = fields.string(at, data["proxy"])
+        if text is None:
+            return None
+        if text.lower() == DIRECT:
+            return DIRECT
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            fields.fail(at, f"{text!r} is not an http:// or https:// URL (or direct)")
+            return None
+        if parts.username is not None or parts.password is not None:
+            # The URL would put a password into the configuration and the logs.
+            fields.fail(
+                at,
+                "credentials in the proxy URL are not accepted; use proxy_username "
+                "with proxy_password_env or proxy_password_file",
+            )
+            return None
+
+        return text.rstrip("/")
+
+    def proxy_credentials(
+        self, fields: Fields, path: YamlPath, data: dict[str, Any], folder: Path
+    ) -> tuple[str | None, Secret | None]:
+        username = None
+        if "proxy_username" in data:
+            username = fields.string((*path, "proxy_username"), data["proxy_username"])
+        given = [key for key in _PROXY_PASSWORD_KEYS if key in data]
+        if len(given) > 1:
+            fields.fail(
+                (*path, given[1]),
+                "give one of proxy_password_env and proxy_password_file, not both",
+            )
+            return username, None
+        if "proxy_username" in data and not given:
+            fields.fail(
+                (*path, "proxy_username"),
+                "needs proxy_password_env or proxy_password_file",
+            )
+        if not given:
+            return username, None
+
+        key = given[0]
+        at = (*path, key)
+        if "proxy_username" not in data:
+            fields.fail(at, "needs proxy_username")
+        if data.get("proxy") is None or data.get("proxy") in ("", DIRECT):
+            fields.fail(at, "proxy credentials need a proxy URL in proxy")
+        name = fields.string(at, data[key])
+        if name is None:
+            return username, None
+        if key == "proxy_password_env":
+            if not _ENV_NAME.match(name):
+                fields.fail(at, f"{name!r} is not an environment variable name")
+                return username, None
+            try:
+                return username, secrets.from_env(name)
+            except KeyError:
+                fields.fail(at, f"environment variable {name} is not set")
+                return username, None
+
+        password_path = folder / Path(name).expanduser()
+        try:
+            return username, secrets.from_file(password_path)
+        except FileNotFoundError:
+            fields.fail(at, f"no such password file: {password_path}")
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            fields.fail(at, f"cannot read password file {password_path}: {error}")
+
+        return username, None
 
     def https_url(
         self, fields: Fields, path: YamlPath, data: dict[str, Any], key: str

@@ -18,9 +18,9 @@ from typing import Any
 import aiohttp
 import structlog
 
-from runner import clouds
+from runner import clouds, network
 from runner.auth import ClientCredential, TokenProvider
-from runner.client import HuntingClient, ssl_context
+from runner.client import HuntingClient
 from runner.clock import Clock, SystemClock
 from runner.config import Settings, Tenant
 from runner.executor import Executor, RunResult
@@ -75,7 +75,9 @@ class Runtime:
             self.sandbox = self._external_sandbox or await self._start_sandbox()
         self.state = State(settings.state_path)
         self._stack.callback(self.state.close)
-        self.session = aiohttp.ClientSession()
+        # Proxies are resolved per tenant (runner.network), not from the
+        # environment by aiohttp, so that a tenant's proxy setting wins.
+        self.session = aiohttp.ClientSession(trust_env=False)
         self._stack.push_async_callback(self.session.close)
         self.limiter = Limiter(self.clock)
         self._stack.push_async_callback(self.limiter.aclose)
@@ -138,18 +140,41 @@ class Runtime:
             api_base=tenant.api_base,
             sandbox_base=sandbox_base,
         )
+        # A sandbox tenant without a bundle of its own trusts the sandbox's CA
+        # alone; without any bundle the mode makes no difference.
+        ca_mode = tenant.ca_mode if tenant.ca_bundle else "replace"
         if not tenant.verify_tls:
-            log.warning("tenant.tls_verification_disabled", tenant=tenant.name)
-        verify: bool | str = (ca_bundle or True) if tenant.verify_tls else False
+            log.warning(
+                "tenant.tls_verification_disabled",
+                tenant=tenant.name,
+                authority=endpoints.authority,
+                query_url=endpoints.query_url,
+            )
+        proxy = network.proxy_settings(
+            tenant.proxy,
+            username=tenant.proxy_username,
+            password=tenant.proxy_password,
+        )
+        log.debug(
+            "tenant.network",
+            tenant=tenant.name,
+            authority=endpoints.authority,
+            query_url=endpoints.query_url,
+            ca_bundle=ca_bundle,
+            ca_mode=ca_mode,
+            proxy=network.redact(proxy.url) if proxy.url else None,
+            proxy_source=proxy.source,
+        )
         tokens = TokenProvider(
             tenant.name,
             client_id=client_id,
             credential=proof,
             authority=endpoints.authority,
             scope=endpoints.scope,
-            verify=verify,
-            proxy=tenant.proxy,
-            timeout=tenant.connect_timeout + 30.0,
+            verify=network.requests_verify(ca_bundle, ca_mode, tenant.verify_tls),
+            proxy=proxy,
+            connect_timeout=tenant.connect_timeout,
+            read_timeout=tenant.read_timeout,
         )
         self._tokens.append(tokens)
         self._stack.callback(tokens.close)
@@ -159,8 +184,8 @@ class Runtime:
             endpoints=endpoints,
             tokens=tokens,
             session=self.session,
-            ssl=ssl_context(ca_bundle, verify=tenant.verify_tls),
-            proxy=tenant.proxy,
+            ssl=network.ssl_context(ca_bundle, ca_mode, tenant.verify_tls),
+            proxy=proxy,
             connect_timeout=tenant.connect_timeout,
             read_timeout=tenant.read_timeout,
             max_retries=tenant.limits.max_retries,

@@ -2,10 +2,13 @@
 
 A call may go when fewer than ``count`` calls were sent in the last
 ``per_seconds`` of every window, each window widened by ``skew_margin`` (a
-fraction of its length). A server that counts receive times in a sliding
-window can then refuse a call only if an earlier call was delayed on the way
-by more than the margin beyond a later one; a fixed-window bucket or a token
-bucket with a burst above ``count`` gives no such promise.
+fraction of its length) plus ``skew_floor`` seconds. A server that counts
+receive times in a sliding window can then refuse a call only if an earlier
+call was delayed on the way by more than the margin beyond a later one; a
+fixed-window bucket or a token bucket with a burst above ``count`` gives no
+such promise. The floor exists because delays vary by tens of milliseconds
+whatever the window's length: without it, a window compressed to a second has
+a margin of milliseconds, below the jitter of a loaded host.
 """
 
 from __future__ import annotations
@@ -29,9 +32,12 @@ class _Window:
 class CallLog:
     """Send times of the calls still inside at least one window."""
 
-    def __init__(self, rates: Sequence[Rate], *, skew_margin: float) -> None:
+    def __init__(
+        self, rates: Sequence[Rate], *, skew_margin: float, skew_floor: float = 0.0
+    ) -> None:
         self._windows = [
-            _Window(rate, rate.per_seconds * (1 + skew_margin)) for rate in rates
+            _Window(rate, rate.per_seconds * (1 + skew_margin) + skew_floor)
+            for rate in rates
         ]
         self._longest = max((window.span for window in self._windows), default=0.0)
         self._sent: list[float] = []

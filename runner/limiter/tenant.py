@@ -96,6 +96,7 @@ class TenantLimiter:
         clock: Clock,
         cpu_block_boundary: float = 900.0,
         skew_margin: float = 0.005,
+        skew_floor: float = 0.0,
         aging_per_second: float = 1 / 60,
         bypass_limit: float | None = None,
     ) -> None:
@@ -103,7 +104,7 @@ class TenantLimiter:
             raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent}")
         self.tenant = tenant
         self._clock = clock
-        self._calls = CallLog(calls, skew_margin=skew_margin)
+        self._calls = CallLog(calls, skew_margin=skew_margin, skew_floor=skew_floor)
         self._cpu = CpuLedger(cpu)
         self._max_concurrent = max_concurrent
         self._cpu_block_boundary = cpu_block_boundary

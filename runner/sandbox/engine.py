@@ -158,7 +158,7 @@ class Engine:
         lower, upper = self.window(start, end)
 
         cursor = self._con.cursor()
-        timer = threading.Timer(timeout, cursor.interrupt)
+        timer = _Watchdog(timeout, cursor)
         started_wall = time.perf_counter()
         # XXX: process CPU time also counts other threads (live arrival, a
         # concurrent query), so Stats may overstate one query's CPU a little.
@@ -195,7 +195,7 @@ class Engine:
         except duckdb.Error as error:
             raise QueryFailed("semantic", str(error)) from error
         finally:
-            timer.cancel()
+            timer.stop()
             wall_seconds = time.perf_counter() - started_wall
             cpu_seconds = time.process_time() - started_cpu
             cursor.close()
@@ -226,6 +226,35 @@ class Engine:
             cursor.execute(
                 f'CREATE TEMP VIEW "{table}" AS SELECT * FROM {source} {where}'
             )
+
+
+class _Watchdog:
+    """Interrupts a cursor once its time is up, and again until it stops.
+
+    One interrupt can land between two statements (duckdb-kql asks for schemas
+    before it runs the query) and be lost, so it repeats until stopped.
+    """
+
+    def __init__(self, timeout: float, cursor: duckdb.DuckDBPyConnection) -> None:
+        self._timeout = timeout
+        self._cursor = cursor
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _watch(self) -> None:
+        if self._stopped.wait(self._timeout):
+            return
+        while not self._stopped.is_set():
+            self._cursor.interrupt()
+            self._stopped.wait(0.05)
 
 
 def format_datetime(value: datetime | date) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 import structlog
 
 from runner import outbox as outbox_module
-from runner.errors import SinkError
+from runner.errors import SinkError, StateError
 from runner.outbox import Outbox
 from runner.records import Record
 from runner.sinks.base import (
@@ -111,7 +111,16 @@ class Dispatcher:
             return
         for spec, sink in self._sinks:
             task = asyncio.create_task(self._work(spec.name, sink), name=spec.name)
+            task.add_done_callback(self._worker_stopped)
             self._tasks.append(task)
+
+    def _worker_stopped(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "dispatcher.worker_failed",
+                sink=task.get_name(),
+                error=repr(task.exception()),
+            )
 
     def notify(self) -> None:
         """Wake every worker: rows were enqueued."""
@@ -119,15 +128,23 @@ class Dispatcher:
             event.set()
 
     async def drain(self, timeout: float | None = None) -> bool:
-        """Wait until the outbox is empty; False if *timeout* passed first."""
+        """Wait until no configured sink has rows waiting; False on *timeout*.
+
+        Rows queued for a sink that is no longer configured do not count.
+        """
         self.notify()
         deadline = None if timeout is None else time.monotonic() + timeout
-        while await self.outbox.pending() > 0:
+        while await self._waiting() > 0:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.02)
 
         return True
+
+    async def _waiting(self) -> int:
+        counts = [await self.outbox.pending(spec.name) for spec, _ in self._sinks]
+
+        return sum(counts)
 
     async def aclose(self) -> None:
         """Stop the workers (a batch in flight stays queued) and close sinks."""
@@ -158,17 +175,23 @@ class Dispatcher:
         wake = self._wake[name]
         while True:
             wake.clear()
-            batch = await self.outbox.next_batch(name, sink.batch_size)
-            if not batch:
-                try:
-                    await asyncio.wait_for(wake.wait(), self._poll_interval)
-                except TimeoutError:
-                    pass
+            try:
+                batch = await self.outbox.next_batch(name, sink.batch_size)
+                if batch:
+                    records = [record for _, record in batch]
+                    await self._deliver(name, sink, records)
+                    await self.outbox.ack(name, [seq for seq, _ in batch])
+                    continue
+            except StateError as error:
+                # A locked or failing database: the rows stay queued and an
+                # unacknowledged batch is sent again after the pause.
+                log.warning("outbox.unavailable", sink=name, error=str(error))
+                await self._sleep(self._poll_interval)
                 continue
-            seqs = [seq for seq, _ in batch]
-            records = [record for _, record in batch]
-            await self._deliver(name, sink, records)
-            await self.outbox.ack(name, seqs)
+            try:
+                await asyncio.wait_for(wake.wait(), self._poll_interval)
+            except TimeoutError:
+                pass
 
     async def _deliver(self, name: str, sink: Sink, records: list[Record]) -> None:
         """Send until the sink takes the batch or rejects it for good."""

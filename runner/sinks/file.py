@@ -16,6 +16,7 @@ import io
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -79,6 +80,9 @@ class FileSink(Sink):
         self._clock = clock
         self._files: dict[str, _OpenFile] = {}
         self._compressions: set[asyncio.Task[None]] = set()
+        # A send the dispatcher timed out may still be writing in its thread;
+        # the retry waits for it instead of interleaving with it.
+        self._write_lock = threading.Lock()
 
     @classmethod
     def from_options(cls, name: str, options: Options) -> Self:
@@ -130,8 +134,9 @@ class FileSink(Sink):
 
     def _write_groups(self, groups: dict[str, list[Record]]) -> list[Path]:
         rotated: list[Path] = []
-        for stem, records in groups.items():
-            rotated.extend(self._write_file(stem, records))
+        with self._write_lock:
+            for stem, records in groups.items():
+                rotated.extend(self._write_file(stem, records))
 
         return rotated
 
@@ -209,6 +214,8 @@ class FileSink(Sink):
         return target
 
     def _start_compression(self, path: Path) -> None:
+        # XXX: a rotated file whose compression a crash interrupted stays
+        # uncompressed (its lines are all there); nothing compresses it later.
         if not self.compress:
             return
         task = asyncio.create_task(asyncio.to_thread(_gzip_file, path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from collections.abc import Sequence
 from typing import BinaryIO, Self
 
@@ -21,6 +22,7 @@ class StdoutSink(Sink):
     def __init__(self, name: str, *, stream: BinaryIO | None = None) -> None:
         super().__init__(name)
         self._stream = stream
+        self._write_lock = threading.Lock()
 
     @classmethod
     def from_options(cls, name: str, options: Options) -> Self:
@@ -39,5 +41,6 @@ class StdoutSink(Sink):
 
     def _write(self, data: bytes) -> None:
         stream = self._stream or sys.stdout.buffer
-        stream.write(data)
-        stream.flush()
+        with self._write_lock:
+            stream.write(data)
+            stream.flush()

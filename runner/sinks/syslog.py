@@ -30,10 +30,14 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Self
 
+import structlog
+
 from runner.errors import SinkError
 from runner.records import Record
 from runner.sinks.base import Options, SendResult, Sink, Truncation, register
 from runner.sinks.cef import format_cef
+
+log = structlog.get_logger(__name__)
 
 FACILITIES = {
     "kern": 0,
@@ -105,7 +109,16 @@ class SyslogFormatter:
         self.hostname = hostname
         self.max_message_bytes = max_message_bytes
         self._clock = clock
-        self._pid = str(os.getpid())
+        # The names are the same in every message; clean them once.
+        self._names_5424 = " ".join(
+            [
+                _printable(hostname, 255),
+                _printable(app_name, 48),
+                _printable(str(os.getpid()), 128),
+                "record",
+            ]
+        )
+        self._tag_3164 = _printable(app_name, 32)
 
     def header(self, record: Record) -> bytes:
         severity = SYSLOG_SEVERITY.get(record.severity.lower(), 5)
@@ -113,7 +126,7 @@ class SyslogFormatter:
         moment = datetime.fromtimestamp(self._clock(), UTC)
         if self.format == "rfc3164":
             stamp = f"{_MONTHS[moment.month - 1]} {moment.day:2d} {moment:%H:%M:%S}"
-            tag = _printable(self.app_name, 32)
+            tag = self._tag_3164
             return f"<{priority}>{stamp} {self.hostname} {tag}: ".encode()
         stamp = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         data = (
@@ -121,17 +134,7 @@ class SyslogFormatter:
             f'hunt="{_sd_escape(record.hunt_id)}" '
             f'tenant="{_sd_escape(record.tenant)}"]'
         )
-        fields = [
-            f"<{priority}>1",
-            stamp,
-            _printable(self.hostname, 255),
-            _printable(self.app_name, 48),
-            _printable(self._pid, 128),
-            "record",
-            data,
-        ]
-
-        return (" ".join(fields) + " ").encode()
+        return f"<{priority}>1 {stamp} {self._names_5424} {data} ".encode()
 
     def body(self, record: Record) -> bytes:
         if self.encoding == "cef":
@@ -230,6 +233,7 @@ class SyslogSink(Sink):
         if transport == "tls":
             self._ssl = ssl.create_default_context(cafile=ca_bundle)
             if not verify_tls:
+                log.warning("sink.tls_unverified", sink=name, host=host)
                 self._ssl.check_hostname = False
                 self._ssl.verify_mode = ssl.CERT_NONE
         self._writer: asyncio.StreamWriter | None = None
@@ -290,6 +294,11 @@ class SyslogSink(Sink):
                 await self._send_datagrams(messages)
             else:
                 await self._send_stream(messages)
+        except asyncio.CancelledError:
+            # Timed out mid-write: the stream may hold half a frame, so the
+            # retry must start on a fresh connection.
+            self._abandon_connection()
+            raise
         except (OSError, ssl.SSLError, TimeoutError) as error:
             await self._drop_connection()
             raise SinkError(
@@ -330,6 +339,11 @@ class SyslogSink(Sink):
         # an error; only RELP would close that gap.
         writer.write(b"".join(b"%d %s" % (len(m), m) for m in messages))
         await writer.drain()
+
+    def _abandon_connection(self) -> None:
+        if self._writer is not None:
+            self._writer.transport.abort()
+        self._writer, self._reader = None, None
 
     async def _drop_connection(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None

@@ -8,6 +8,10 @@ each request carries ``X-Hunt-Runner-Signature: t=<unix>,v1=<hex>``, the
 HMAC-SHA256 of ``"<t>.<body>"`` over the body before gzip, so a receiver
 whose framework decompresses transparently can still verify it.
 
+``token`` (``{env: NAME}`` or ``{file: PATH}``) becomes ``Authorization:
+Splunk <token>`` with the HEC preset and ``Authorization: ApiKey <token>``
+otherwise; other ``headers`` values may be given the same way.
+
 Answers: 2xx delivered; 413 splits the request in halves and sends each (a
 single record still too big is rejected for good); 429 asks the dispatcher to
 wait ``Retry-After``; 5xx and network errors are retryable; other statuses
@@ -109,7 +113,7 @@ class WebhookSink(Sink):
     @classmethod
     def from_options(cls, name: str, options: Options) -> Self:
         url = options.string("url")
-        preset = options.choice("preset", ("splunk-hec", "elasticsearch", ""), "")
+        preset = options.choice("preset", ("splunk-hec", "elasticsearch"), "")
         body_format = options.choice("format", ("json-array", "ndjson"), "json-array")
         batch_bytes = options.integer("batch_bytes", 1_000_000, minimum=1024)
         use_gzip = options.boolean("gzip", False)

@@ -416,3 +416,28 @@ async def test_healthz(sandbox: Sandbox) -> None:
     ):
         assert response.status == 200
         assert await response.json() == {"status": "ok"}
+
+
+async def test_graph_beta_path_and_non_ascii_query(
+    sandbox: Sandbox, demo_app: Any, token: Any
+) -> None:
+    """The beta Graph path runs a UTF-8 query with non-ASCII text intact."""
+    bearer = await token(demo_app, "graph")
+    body = '{"Query": "print signer = \'Müller GmbH\'"}'.encode()
+
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{sandbox.base_url}/beta/security/runHuntingQuery",
+            data=body,
+            headers={
+                "Authorization": f"Bearer {bearer}",
+                "Content-Type": "application/json; charset=utf-8",
+            },
+            ssl=sandbox.client_ssl_context(),
+        ) as response,
+    ):
+        answer = await response.json()
+
+    assert response.status == 200, answer
+    assert answer["results"] == [{"signer": "Müller GmbH"}]

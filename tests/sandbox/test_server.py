@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import ssl
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,7 +30,9 @@ async def test_serve_logs_its_start_and_stops_on_request(tmp_path: Path) -> None
 
     with capture_logs() as events:
         task = asyncio.create_task(serve(settings, port=0, ca_out=ca_out, stop=stop))
-        while not any(event["event"] == "sandbox.started" for event in events):
+        while not task.done() and not any(
+            event["event"] == "sandbox.started" for event in events
+        ):
             await asyncio.sleep(0.05)
         started = next(e for e in events if e["event"] == "sandbox.started")
         async with (
@@ -110,7 +114,12 @@ async def test_engine_never_returns_rows_from_the_future(sandbox: Sandbox) -> No
 async def test_query_over_the_request_timeout_is_interrupted(sandbox: Sandbox) -> None:
     """A query running past the request timeout is stopped and reported as such."""
     assert sandbox.engine is not None
-    heavy = "range x from 1 to 3000000000 step 1 | summarize sum(x % 7)"
+    # A join of every row with every row: billions of pairs, seconds of work.
+    heavy = (
+        "DeviceProcessEvents | extend k = 1 | join kind=inner "
+        "(DeviceProcessEvents | extend k = 1) on k "
+        "| summarize max(strlen(strcat(FileName, FileName1)))"
+    )
 
     with pytest.raises(QueryFailed) as failure:
         await asyncio.to_thread(sandbox.engine.run, heavy, timeout=0.1)
@@ -132,3 +141,19 @@ async def test_queries_charge_cpu_to_the_tenant(
     assert status == 200
     charged = sandbox.quotas.cpu_used(tenant_id, 3600.0)
     assert 0 < charged <= body["Stats"]["ExecutionTime"] * 1.5 + 0.05
+
+
+async def test_serve_stops_cleanly_on_sigterm() -> None:
+    """SIGTERM to the process ends serve() through its own handler."""
+    settings = SandboxSettings(days=0.02, events_per_hour=300, live_arrival=False)
+
+    with capture_logs() as events:
+        task = asyncio.create_task(serve(settings))
+        while not task.done() and not any(
+            event["event"] == "sandbox.started" for event in events
+        ):
+            await asyncio.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(task, 10)
+
+    assert events[-1]["event"] == "sandbox.stopped"

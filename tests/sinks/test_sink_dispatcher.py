@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Self
 
 import pytest
+import structlog.testing
 
 from runner import outbox
 from runner.errors import ConfigError, SinkError
@@ -182,7 +183,7 @@ async def test_hanging_sink_does_not_block_others(
 ) -> None:
     """A sink that hangs times out and retries while the other sink delivers."""
     hanging = DummySink("slow", hang_first=True)
-    hanging.timeout = 0.1
+    hanging.timeout = 0.3
     healthy = DummySink("fast")
     dispatcher, _ = _setup(
         tmp_path,
@@ -193,7 +194,10 @@ async def test_hanging_sink_does_not_block_others(
         records(5),
     )
     async with dispatcher:
-        await asyncio.sleep(0.05)
+        for _ in range(200):
+            if len(healthy.received) == 5:
+                break
+            await asyncio.sleep(0.01)
         assert len(healthy.received) == 5
         assert hanging.received == []
         assert await dispatcher.drain(timeout=5)
@@ -313,3 +317,62 @@ def test_build_sink_reads_delivery_options(tmp_path: Path) -> None:
 def test_parse_duration(text: object, seconds: float | None) -> None:
     """Durations read as seconds; zero and nonsense are refused."""
     assert parse_duration(text) == seconds
+
+
+async def test_failures_and_dead_letters_are_logged_as_events(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """A retry logs one warning per attempt and a dead letter one error per record."""
+    batch = records(1)
+    sink = DummySink(
+        "siem",
+        failures=[
+            SinkError("siem", "503", retryable=True),
+            SinkError("siem", "400", retryable=False),
+        ],
+    )
+    dispatcher, _ = _setup(
+        tmp_path, [(LocalSinkSpec("siem", "dummy"), sink)], batch, rng=lambda: 0.5
+    )
+    with structlog.testing.capture_logs() as logs:
+        async with dispatcher:
+            assert await dispatcher.drain(timeout=5)
+
+    assert logs == [
+        {
+            "event": "sink.send_failed",
+            "log_level": "warning",
+            "sink": "siem",
+            "rows": 1,
+            "attempt": 1,
+            "retry_in_s": 0.25,
+            "error": "sink siem: 503",
+        },
+        {
+            "event": "sink.dead_letter",
+            "log_level": "error",
+            "sink": "siem",
+            "event_id": batch[0].event_id,
+            "hunt": batch[0].hunt_id,
+            "path": str(tmp_path / "dead-letter" / "siem.jsonl"),
+            "error": "sink siem: 400",
+        },
+    ]
+
+
+async def test_drain_ignores_rows_of_unconfigured_sinks(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """Rows left for a sink no longer configured do not hold up ``drain``."""
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    outbox.create_schema(conn)
+    outbox.enqueue(conn, records(2), ["retired"])
+    sink = DummySink("current")
+    dispatcher, _ = _setup(
+        tmp_path, [(LocalSinkSpec("current", "dummy"), sink)], records(2)
+    )
+    async with dispatcher:
+        assert await dispatcher.drain(timeout=2)
+
+    assert len(sink.received) == 2

@@ -6,10 +6,12 @@ import csv
 import gzip
 import io
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from runner.errors import SinkError
 from runner.records import Record
 from runner.sinks import build_sink
 from runner.sinks.base import LocalSinkSpec
@@ -150,13 +152,8 @@ async def test_unwritable_folder_is_a_sink_error(
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     sink = FileSink("files", folder=blocker / "out")
-    try:
+    with pytest.raises(SinkError) as caught:
         await sink.send(records(1))
-    except Exception as error:  # noqa: BLE001 - the type is what is checked
-        assert type(error).__name__ == "SinkError"
-        assert getattr(error, "retryable", False)
-    else:
-        raise AssertionError("expected a SinkError")
-    finally:
-        await sink.aclose()
-    assert os.path.exists(blocker)
+    await sink.aclose()
+
+    assert caught.value.retryable

@@ -1,0 +1,338 @@
+"""The quota work end to end: the daemon's runtime against the sandbox's quotas.
+
+Every test starts a sandbox with compressed windows and runs hunts through
+``Runtime`` (real msal, real HTTPS, the real limiter, a real state file); the
+sandbox's own decisions are recorded by wrapping its quota ledger, so the
+assertions count what the server counted.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from runner import cli
+from runner.config import Settings, load_config
+from runner.daemon import Runtime
+from runner.hunts import Hunt, Schedule
+from runner.sandbox import (
+    CallLimit,
+    ClientSettings,
+    CpuLimit,
+    QuotaSettings,
+    Sandbox,
+    SandboxSettings,
+)
+from runner.sandbox.quotas import QuotaRefusal
+
+CHEAP_QUERY = "DeviceInfo | take 1"
+ROOMY_CPU = (CpuLimit(10_000.0, 60.0),)
+
+
+@dataclass
+class Seen:
+    """What the sandbox decided for one tenant, in the sandbox's time."""
+
+    admitted: list[float] = field(default_factory=list)
+    refused: list[tuple[float, QuotaRefusal]] = field(default_factory=list)
+
+    def arrivals(self) -> list[float]:
+        return sorted([*self.admitted, *(at for at, _ in self.refused)])
+
+
+class QuotaTap:
+    """Records each admission and refusal of the sandbox without changing any."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.seen: dict[str, Seen] = defaultdict(Seen)
+        quotas = sandbox.quotas
+        admit = quotas.admit
+
+        def admit_and_record(tenant: str) -> QuotaRefusal | None:
+            refusal = admit(tenant)
+            now = quotas.clock.time()
+            if refusal is None:
+                self.seen[tenant].admitted.append(now)
+            else:
+                self.seen[tenant].refused.append((now, refusal))
+
+            return refusal
+
+        quotas.admit = admit_and_record  # type: ignore[method-assign]
+
+
+def busiest(times: Sequence[float], span: float) -> int:
+    """The most of *times* inside any window ``(t - span, t]``."""
+    ordered = sorted(times)
+    most, first = 0, 0
+    for index, at in enumerate(ordered):
+        while ordered[first] <= at - span:
+            first += 1
+        most = max(most, index - first + 1)
+
+    return most
+
+
+def make_hunt(name: str, tenant: str, *, priority: int = 5) -> Hunt:
+    """A cheap hunt for one tenant, as the loader would build it."""
+    return Hunt(
+        id=name,
+        name=name,
+        description="",
+        query=CHEAP_QUERY,
+        schedule=Schedule(every=timedelta(minutes=15), cron=None),
+        lookback=timedelta(hours=1),
+        delay=timedelta(minutes=5),
+        tenants=(tenant,),
+        sinks=(),
+        severity="low",
+        tags=(),
+        tactics=(),
+        techniques=(),
+        enabled=True,
+        priority=priority,
+        threshold=None,
+        timeout=None,
+        source="test",
+        line=1,
+        kind="hunt",
+    )
+
+
+def write_config(folder: Path, tenants: str) -> Settings:
+    """A configuration folder with *tenants* (YAML) and a state file inside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "hunt-runner.yaml").write_text(
+        "tenants:\n"
+        + textwrap.indent(textwrap.dedent(tenants), "  ")
+        + f"state:\n  path: {folder / 'state.db'}\n"
+        + "logging:\n  level: warning\n",
+        encoding="utf-8",
+    )
+    settings, problems = load_config(folder)
+    assert settings is not None, problems
+
+    return settings
+
+
+@pytest.fixture
+async def sandbox_factory() -> AsyncIterator[Any]:
+    """Starts sandboxes with the given quotas; all are stopped after the test."""
+    started: list[Sandbox] = []
+
+    async def start(quotas: QuotaSettings) -> Sandbox:
+        sandbox = Sandbox(
+            SandboxSettings(
+                days=1, events_per_hour=200, live_arrival=False, quotas=quotas
+            )
+        )
+        await sandbox.start()
+        started.append(sandbox)
+        return sandbox
+
+    yield start
+    for sandbox in started:
+        await sandbox.stop()
+
+
+def pauses_honoured(seen: Seen, grace: float = 0.05) -> list[tuple[float, float]]:
+    """Arrivals that came during a 429's ``Retry-After`` (beyond calls in flight).
+
+    A call sent before a 429 was answered may still arrive a moment after it;
+    *grace* covers those.
+    """
+    offending = []
+    arrivals = seen.arrivals()
+    for refused_at, refusal in seen.refused:
+        quiet_from = refused_at + grace
+        quiet_until = refused_at + refusal.retry_after - 0.01
+        offending += [
+            (refused_at, at) for at in arrivals if quiet_from < at < quiet_until
+        ]
+
+    return offending
+
+
+async def test_burst_stays_within_the_call_window(
+    tmp_path: Path, sandbox_factory: Any
+) -> None:
+    """A hundred hunts due at once against 10 calls per second: no 429, at most 10 a second."""
+    sandbox = await sandbox_factory(
+        QuotaSettings(calls=(CallLimit(10, 1.0),), cpu=ROOMY_CPU)
+    )
+    tap = QuotaTap(sandbox)
+    settings = write_config(
+        tmp_path,
+        """
+        alpha:
+          cloud: sandbox
+          limits:
+            calls: ["10/1s"]
+        """,
+    )
+    hunts = [make_hunt(f"burst-{index:03d}", "alpha") for index in range(100)]
+
+    async with Runtime(settings, hunts, sandbox=sandbox) as runtime:
+        results = await runtime.run_once()
+        throttled = runtime.limiter.for_tenant("alpha").throttled
+
+    seen = tap.seen[sandbox.demo.tenant_id]
+    assert [result.error for result in results if not result.ok] == []
+    assert len(results) == 100
+    assert seen.refused == []
+    assert throttled == 0
+    assert len(seen.admitted) == 100
+    assert busiest(seen.admitted, 1.0) <= 10
+
+
+async def test_call_quota_lower_than_configured_is_obeyed_after_its_429(
+    tmp_path: Path, sandbox_factory: Any
+) -> None:
+    """A server quota below the configured one: each 429 closes the window it names, counted and logged once."""
+    sandbox = await sandbox_factory(
+        QuotaSettings(calls=(CallLimit(5, 1.0),), cpu=ROOMY_CPU)
+    )
+    tap = QuotaTap(sandbox)
+    settings = write_config(
+        tmp_path,
+        """
+        alpha:
+          cloud: sandbox
+          limits:
+            calls: ["10/1s"]
+        """,
+    )
+    hunts = [make_hunt(f"mismatch-{index:02d}", "alpha") for index in range(20)]
+
+    with structlog.testing.capture_logs() as logs:
+        async with Runtime(settings, hunts, sandbox=sandbox) as runtime:
+            results = await runtime.run_once()
+            throttled = runtime.limiter.for_tenant("alpha").throttled
+
+    seen = tap.seen[sandbox.demo.tenant_id]
+    throttle_logs = [entry for entry in logs if entry["event"] == "limiter.throttled"]
+    assert all(result.ok for result in results)
+    assert len(results) == 20
+    assert seen.refused, "the sandbox's lower quota was never reached"
+    assert throttled == len(seen.refused) == len(throttle_logs)
+    assert {entry["kind"] for entry in throttle_logs} == {"calls"}
+    assert {entry["window"] for entry in throttle_logs} == {"00:00:01"}
+    assert pauses_honoured(seen) == []
+    # At most the calls in flight when the window filled are refused each time.
+    assert len(seen.refused) <= 3 * len(seen.admitted) // 5 + 3
+
+
+async def test_cpu_quota_pauses_one_tenant_while_another_runs(
+    tmp_path: Path, sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CPU 429 pauses its tenant until Retry-After; a second tenant runs on meanwhile."""
+    sandbox = await sandbox_factory(
+        QuotaSettings(
+            calls=(CallLimit(1000, 1.0),),
+            cpu=(CpuLimit(50.0, 2.0),),
+            cpu_cycle_seconds=1.0,
+        )
+    )
+    tap = QuotaTap(sandbox)
+    beta_tenant, beta_client, beta_secret = (str(uuid.uuid4()) for _ in range(3))
+    sandbox.register_client(
+        ClientSettings(client_id=beta_client, tenant_id=beta_tenant, secret=beta_secret)
+    )
+    monkeypatch.setenv("BETA_SECRET", beta_secret)
+    settings = write_config(
+        tmp_path,
+        f"""
+        alpha:
+          cloud: sandbox
+        beta:
+          cloud: sandbox
+          tenant_id: {beta_tenant}
+          client_id: {beta_client}
+          secret_env: BETA_SECRET
+        """,
+    )
+    # Another client has spent alpha's CPU budget, as the server sees it.
+    sandbox.quotas.charge(sandbox.demo.tenant_id, 100.0)
+    hunts = [make_hunt(f"alpha-{index}", "alpha") for index in range(6)]
+    hunts += [make_hunt(f"beta-{index}", "beta") for index in range(12)]
+
+    with structlog.testing.capture_logs() as logs:
+        async with Runtime(settings, hunts, sandbox=sandbox) as runtime:
+            results = await runtime.run_once()
+            alpha = runtime.limiter.for_tenant("alpha")
+            beta = runtime.limiter.for_tenant("beta")
+
+    alpha_seen = tap.seen[sandbox.demo.tenant_id]
+    beta_seen = tap.seen[beta_tenant]
+    assert all(result.ok for result in results)
+    assert len(results) == 18
+    assert alpha_seen.refused and beta_seen.refused == []
+    assert {refusal.kind for _, refusal in alpha_seen.refused} == {"cpu"}
+    assert alpha.throttled == len(alpha_seen.refused) and beta.throttled == 0
+    assert {
+        entry["kind"] for entry in logs if entry["event"] == "limiter.throttled"
+    } == {"cpu"}
+    first_refusal, refusal = alpha_seen.refused[0]
+    pause_ends = first_refusal + refusal.retry_after
+    assert pauses_honoured(alpha_seen) == []
+    assert min(alpha_seen.admitted) >= pause_ends - 0.01
+    # Beta finished all its hunts while alpha was still paused.
+    assert len(beta_seen.admitted) == 12
+    assert max(beta_seen.admitted) < pause_ends
+
+
+async def test_status_shows_quota_state_per_tenant(
+    tmp_path: Path, sandbox_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a run, ``hunt-runner status`` shows buckets, budget, queue, waits and 429s per tenant."""
+    sandbox = await sandbox_factory(
+        QuotaSettings(calls=(CallLimit(4, 1.0),), cpu=ROOMY_CPU)
+    )
+    tap = QuotaTap(sandbox)
+    settings = write_config(
+        tmp_path,
+        """
+        alpha:
+          cloud: sandbox
+          limits:
+            calls: ["6/1s", "100/1h"]
+            cpu: ["10m/1h"]
+        """,
+    )
+    hunts = [make_hunt(f"status-{index}", "alpha") for index in range(8)]
+
+    async with Runtime(settings, hunts, sandbox=sandbox) as runtime:
+        results = await runtime.run_once()
+    capsys.readouterr()
+
+    assert cli.main(["status", "--config", str(tmp_path)]) == 0
+    shown = capsys.readouterr().out
+    assert all(result.ok for result in results)
+    assert "tenant alpha" in shown
+    fields = dict(
+        line.strip().split(": ", 1)
+        for line in shown.splitlines()
+        if line.startswith("  ") and ": " in line
+    )
+    calls = json.loads(fields["calls"])
+    cpu = json.loads(fields["cpu"])
+    assert [(window["count"], window["per_seconds"]) for window in calls] == [
+        (6, 1.0),
+        (100, 3600.0),
+    ]
+    assert calls[1]["used"] >= 8 and calls[1]["left"] == 100 - calls[1]["used"]
+    assert cpu[0]["budget_s"] == 600 and 0 < cpu[0]["left_s"] < 600
+    assert fields["queue_depth"] == "0"
+    assert int(fields["waits"]) > 0 and float(fields["wait_total_s"]) > 0
+    assert int(fields["throttled"]) == len(tap.seen[sandbox.demo.tenant_id].refused)
+    assert int(fields["throttled"]) > 0
