@@ -63,21 +63,33 @@ def _parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="hunts, schedules and next runs")
     folders(listing)
 
-    status = commands.add_parser("status", help="quota and run status from the state file")
+    status = commands.add_parser(
+        "status", help="quota and run status from the state file"
+    )
     status.add_argument("--config", default="config", type=Path)
     status.add_argument("--json", action="store_true")
 
     health = commands.add_parser("health", help="exit 0 if the daemon is alive")
     health.add_argument("--config", default="config", type=Path)
-    health.add_argument("--max-age", default=120.0, type=float,
-                        help="seconds since the daemon last wrote its status")
+    health.add_argument(
+        "--max-age",
+        default=120.0,
+        type=float,
+        help="seconds since the daemon last wrote its status",
+    )
 
     sandbox = commands.add_parser("sandbox", help="serve the emulated Defender API")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", default=0, type=int, help="0 picks a free port")
-    sandbox.add_argument("--ca-out", default=None, type=Path, help="where to write the CA")
-    sandbox.add_argument("--config", default=None, type=Path,
-                         help="configuration folder whose sandbox: section to use")
+    sandbox.add_argument(
+        "--ca-out", default=None, type=Path, help="where to write the CA"
+    )
+    sandbox.add_argument(
+        "--config",
+        default=None,
+        type=Path,
+        help="configuration folder whose sandbox: section to use",
+    )
 
     return parser
 
@@ -117,13 +129,19 @@ def _load(args: argparse.Namespace) -> tuple[Any, list[Any]]:
     if settings is None:
         raise ConfigError(problems)
     logs.configure(settings.log_level, json=_json_logs(settings.log_format))
-    hunts, hunt_problems = load_hunts(args.jobs or [Path("jobs")], settings.hunt_defaults)
+    hunts, hunt_problems = load_hunts(
+        args.jobs or [Path("jobs")], settings.hunt_defaults
+    )
     problems += hunt_problems
     if problems:
         _print_problems(problems)
         for problem in problems:
-            log.error("config.problem", file=problem.path, line=problem.line,
-                      problem=problem.message)
+            log.error(
+                "config.problem",
+                file=problem.path,
+                line=problem.line,
+                problem=problem.message,
+            )
 
     return settings, hunts
 
@@ -174,8 +192,10 @@ def _validate(args: argparse.Namespace) -> int:
     from runner.validate import validate_paths
 
     paths = args.paths or [Path("jobs")]
-    config = args.config if args.config is not None else (
-        Path("config") if not args.paths else None
+    config = (
+        args.config
+        if args.config is not None
+        else (Path("config") if not args.paths else None)
     )
     problems = validate_paths(paths, config)
     _print_problems(problems)
@@ -200,7 +220,9 @@ def _query(args: argparse.Namespace) -> int:
     async def ask() -> Any:
         async with Runtime(settings, []) as runtime:
             if tenant not in runtime.clients:
-                raise ConfigError([Problem(str(args.config), 0, f"no tenant {tenant!r}")])
+                raise ConfigError(
+                    [Problem(str(args.config), 0, f"no tenant {tenant!r}")]
+                )
             end = datetime.now(UTC)
             start = end - lookback
             prelude = query_prelude(Window(start, end))
@@ -318,7 +340,9 @@ def _health(args: argparse.Namespace) -> int:
         for s in statuses.values()
     ]
     if not ages or min(ages) > args.max_age:
-        print("unhealthy: the daemon has not written its status recently", file=sys.stderr)
+        print(
+            "unhealthy: the daemon has not written its status recently", file=sys.stderr
+        )
         return EXIT_FAILED
     print("healthy")
 

@@ -55,7 +55,9 @@ class AuthError(HuntRunnerError):
         self.tenant = tenant
         self.code = code
         self.description = description
-        super().__init__(f"tenant {tenant}: token request failed: {code}: {description}")
+        super().__init__(
+            f"tenant {tenant}: token request failed: {code}: {description}"
+        )
 
 
 class ApiError(HuntRunnerError):

@@ -63,7 +63,7 @@ class Executor:
     )
 
     async def run(self, hunt: Hunt) -> list[RunResult]:
-        """Run *hunt* in each of its tenants, concurrently; tenants never wait on each other."""
+        """Run *hunt* in each of its tenants at once; no tenant waits for another."""
         tenants = self.tenants_for(hunt)
 
         return list(
@@ -121,13 +121,21 @@ class Executor:
             )
             duration = time.monotonic() - started
             run = RunRecord(
-                run_id, hunt.id, tenant, window.start, window.end, "ok",
-                len(records), calls, cpu, duration,
+                run_id,
+                hunt.id,
+                tenant,
+                window.start,
+                window.end,
+                "ok",
+                len(records),
+                calls,
+                cpu,
+                duration,
             )
             await self.state.acommit_run(run, records, self.sinks_for(hunt, records))
             if self.notify is not None:
                 self.notify()
-        except (HuntRunnerError, asyncio.TimeoutError) as error:
+        except (TimeoutError, HuntRunnerError) as error:
             message = _describe(error, hunt)
             duration = time.monotonic() - started
             bound.error(
@@ -140,8 +148,17 @@ class Executor:
                 duration_s=round(duration, 3),
             )
             run = RunRecord(
-                run_id, hunt.id, tenant, window.start, window.end, "failed",
-                0, calls, cpu, duration, message,
+                run_id,
+                hunt.id,
+                tenant,
+                window.start,
+                window.end,
+                "failed",
+                0,
+                calls,
+                cpu,
+                duration,
+                message,
             )
             await asyncio.to_thread(self.state.record_failure, run)
             return RunResult(hunt.id, tenant, ok=False, window=window, error=message)

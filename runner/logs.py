@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 import structlog
 
+
 def configure(
     level: str = "info", *, stream: TextIO | None = None, json: bool | None = None
 ) -> None:

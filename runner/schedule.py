@@ -140,7 +140,9 @@ def build_scheduler(
 
 def _log_skipped(event: JobEvent) -> None:
     if isinstance(event, JobExecutionEvent) and event.code == EVENT_JOB_ERROR:
-        log.error("schedule.run_crashed", hunt=event.job_id, error=repr(event.exception))
+        log.error(
+            "schedule.run_crashed", hunt=event.job_id, error=repr(event.exception)
+        )
         return
     # A missed fire carries one time; a fire refused because the previous run
     # is still going carries the list of times it would have covered.

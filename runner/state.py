@@ -133,7 +133,9 @@ class State:
     def watermarks(self) -> dict[tuple[str, str], datetime]:
         rows = self._read("SELECT hunt, tenant, watermark FROM watermarks")
 
-        return {(hunt, tenant): datetime.fromisoformat(mark) for hunt, tenant, mark in rows}
+        return {
+            (hunt, tenant): datetime.fromisoformat(mark) for hunt, tenant, mark in rows
+        }
 
     def commit_run(
         self, run: RunRecord, records: Sequence[Record], sinks: Sequence[str]

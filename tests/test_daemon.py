@@ -1,4 +1,4 @@
-"""The main job end to end: configuration and hunts in, records out, through the sandbox."""
+"""The main job end to end: configuration and hunts in, records out, via the sandbox."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -89,7 +89,7 @@ query: |
 
 
 async def test_restart_resumes_exactly_at_watermark(tmp_path: Path) -> None:
-    """After downtime the next window starts at the previous watermark: no gap, no overlap."""
+    """After downtime the next window starts at the last watermark: no gap, no overlap."""
     config = _write_config(tmp_path, tmp_path / "out", tmp_path / "state.db")
     jobs = _hunt_file(tmp_path)
     settings, problems = load_config(config)
@@ -117,11 +117,15 @@ async def test_restart_resumes_exactly_at_watermark(tmp_path: Path) -> None:
     assert second[0].ok
     assert second_window is not None
     assert second_window.start == first_window.end
-    assert second_window.duration == pytest.approx(timedelta(hours=3), abs=timedelta(seconds=5))
+    assert second_window.duration == pytest.approx(
+        timedelta(hours=3), abs=timedelta(seconds=5)
+    )
     assert first[0].rows > 0 and second[0].rows > 0
 
     lines = (tmp_path / "out").glob("*.jsonl")
-    records = [json.loads(line) for path in lines for line in path.read_text().splitlines()]
+    records = [
+        json.loads(line) for path in lines for line in path.read_text().splitlines()
+    ]
     assert len(records) == first[0].rows + second[0].rows
     assert len({r["event_id"] for r in records}) == len(records)
     for record in records:
@@ -130,7 +134,7 @@ async def test_restart_resumes_exactly_at_watermark(tmp_path: Path) -> None:
 
 
 async def test_every_run_logs_one_canonical_event(tmp_path: Path) -> None:
-    """A run logs one hunt.completed with hunt, tenant, window, rows, duration and calls."""
+    """A run logs one hunt.completed: hunt, tenant, window, rows, duration, calls."""
     config = _write_config(tmp_path, tmp_path / "out", tmp_path / "state.db")
     settings, _ = load_config(config)
     assert settings is not None
@@ -151,7 +155,7 @@ async def test_every_run_logs_one_canonical_event(tmp_path: Path) -> None:
 
 
 async def test_rejected_query_fails_its_hunt_only(tmp_path: Path) -> None:
-    """A query the service rejects fails that hunt with the service's message; others run."""
+    """A query the service rejects fails that hunt with its message; others run."""
     config = _write_config(tmp_path, tmp_path / "out", tmp_path / "state.db")
     settings, _ = load_config(config)
     assert settings is not None
@@ -177,11 +181,20 @@ async def test_rejected_query_fails_its_hunt_only(tmp_path: Path) -> None:
 
 
 def test_run_once_with_shipped_config_writes_every_hunt(tmp_path: Path) -> None:
-    """`hunt-runner run --once` with the shipped files writes JSONL records for every hunt."""
+    """`run --once` with the shipped files writes JSONL records for every hunt."""
     environment = {**os.environ, "PYTHONUTF8": "0", "LC_ALL": "C"}
     done = subprocess.run(
-        [sys.executable, "-m", "runner.cli", "run", "--once",
-         "--config", str(REPO / "config"), "--jobs", str(REPO / "jobs")],
+        [
+            sys.executable,
+            "-m",
+            "runner.cli",
+            "run",
+            "--once",
+            "--config",
+            str(REPO / "config"),
+            "--jobs",
+            str(REPO / "jobs"),
+        ],
         cwd=tmp_path,
         env=environment,
         capture_output=True,
@@ -209,8 +222,16 @@ def test_sigterm_finishes_work_in_flight_and_exits_zero(tmp_path: Path) -> None:
     config = _write_config(tmp_path, tmp_path / "out", tmp_path / "state.db")
     jobs = _hunt_file(tmp_path)
     process = subprocess.Popen(
-        [sys.executable, "-m", "runner.cli", "run", "--config", str(config),
-         "--jobs", str(jobs)],
+        [
+            sys.executable,
+            "-m",
+            "runner.cli",
+            "run",
+            "--config",
+            str(config),
+            "--jobs",
+            str(jobs),
+        ],
         cwd=tmp_path,
         stderr=subprocess.PIPE,
         text=True,
@@ -224,8 +245,11 @@ def test_sigterm_finishes_work_in_flight_and_exits_zero(tmp_path: Path) -> None:
             break
     process.send_signal(signal.SIGTERM)
     _, rest = process.communicate(timeout=60)
-    events = [json.loads(line)["event"] for line in seen + rest.splitlines()
-              if line.startswith("{")]
+    events = [
+        json.loads(line)["event"]
+        for line in seen + rest.splitlines()
+        if line.startswith("{")
+    ]
     assert process.returncode == 0
     assert "hunt.completed" in events
     assert "daemon.stopped" in events

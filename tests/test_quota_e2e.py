@@ -166,7 +166,7 @@ def pauses_honoured(seen: Seen, grace: float = 0.05) -> list[tuple[float, float]
 async def test_burst_stays_within_the_call_window(
     tmp_path: Path, sandbox_factory: Any
 ) -> None:
-    """A hundred hunts due at once against 10 calls per second: no 429, at most 10 a second."""
+    """A hundred hunts due at once at 10 calls a second: no 429, never 11 in 1 s."""
     sandbox = await sandbox_factory(
         QuotaSettings(calls=(CallLimit(10, 1.0),), cpu=ROOMY_CPU)
     )
@@ -198,7 +198,7 @@ async def test_burst_stays_within_the_call_window(
 async def test_call_quota_lower_than_configured_is_obeyed_after_its_429(
     tmp_path: Path, sandbox_factory: Any
 ) -> None:
-    """A server quota below the configured one: each 429 closes the window it names, counted and logged once."""
+    """A lower server quota: each 429 shuts its window, is counted and logged once."""
     sandbox = await sandbox_factory(
         QuotaSettings(calls=(CallLimit(5, 1.0),), cpu=ROOMY_CPU)
     )
@@ -235,7 +235,7 @@ async def test_call_quota_lower_than_configured_is_obeyed_after_its_429(
 async def test_cpu_quota_pauses_one_tenant_while_another_runs(
     tmp_path: Path, sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A CPU 429 pauses its tenant until Retry-After; a second tenant runs on meanwhile."""
+    """A CPU 429 pauses its tenant until Retry-After while another tenant runs."""
     sandbox = await sandbox_factory(
         QuotaSettings(
             calls=(CallLimit(1000, 1.0),),
@@ -294,7 +294,7 @@ async def test_cpu_quota_pauses_one_tenant_while_another_runs(
 async def test_status_shows_quota_state_per_tenant(
     tmp_path: Path, sandbox_factory: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """After a run, ``hunt-runner status`` shows buckets, budget, queue, waits and 429s per tenant."""
+    """``hunt-runner status`` shows calls, CPU left, queue, waits and 429s per tenant."""
     sandbox = await sandbox_factory(
         QuotaSettings(calls=(CallLimit(4, 1.0),), cpu=ROOMY_CPU)
     )

@@ -59,7 +59,9 @@ def test_body_without_results_is_rejected() -> None:
 def test_records_have_stable_event_ids() -> None:
     """The same row from two runs gets the same event id; another row does not."""
     window = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC))
-    common = dict(hunt_id="h", hunt_name="H", severity="high", tenant="t", window=window)
+    common = dict(
+        hunt_id="h", hunt_name="H", severity="high", tenant="t", window=window
+    )
     first = to_records([{"a": 1}, {"a": 2}], run_id="r1", **common)
     second = to_records([{"a": 1}], run_id="r2", **common)
     assert first[0].event_id == second[0].event_id
