@@ -89,7 +89,7 @@ query: |
 
 
 async def test_restart_resumes_exactly_at_watermark(tmp_path: Path) -> None:
-    """After downtime the next window starts at the last watermark: no gap, no overlap."""
+    """After downtime the next window starts at the watermark: no gap, no overlap."""
     config = _write_config(tmp_path, tmp_path / "out", tmp_path / "state.db")
     jobs = _hunt_file(tmp_path)
     settings, problems = load_config(config)
