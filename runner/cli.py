@@ -120,30 +120,41 @@ def _print_problems(problems: Sequence[Problem]) -> None:
         print(problem, file=sys.stderr)
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, list[Any]]:
-    """Settings and hunts, or ``ConfigError`` with every problem found."""
+def _load_settings(args: argparse.Namespace) -> Any:
+    """The configuration, or ``ConfigError`` with every problem found."""
     from runner.config import load_config
-    from runner.hunts import load_hunts
+    from runner.validate import sink_problems
 
     settings, problems = load_config(args.config)
-    if settings is None:
+    if settings is not None:
+        problems += sink_problems(settings)
+    if settings is None or problems:
         raise ConfigError(problems)
     logs.configure(settings.log_level, json=_json_logs(settings.log_format))
-    hunts, hunt_problems = load_hunts(
-        args.jobs or [Path("jobs")], settings.hunt_defaults
-    )
-    problems += hunt_problems
-    if problems:
-        _print_problems(problems)
-        for problem in problems:
-            log.error(
-                "config.problem",
-                file=problem.path,
-                line=problem.line,
-                problem=problem.message,
-            )
 
-    return settings, hunts
+    return settings
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, list[Any], int]:
+    """Settings, the hunts that loaded, and how many problems the others had.
+
+    Each problem is logged as one ``config.problem`` event naming file and
+    line; the hunts without problems still load and run.
+    """
+    from runner.hunts import load_hunts
+
+    settings = _load_settings(args)
+    hunts, problems = load_hunts(args.jobs or [Path("jobs")], settings.hunt_defaults)
+    for problem in problems:
+        log.error(
+            "config.problem",
+            file=problem.path,
+            line=problem.line,
+            problem=problem.message,
+            where=str(problem),
+        )
+
+    return settings, hunts, len(problems)
 
 
 def _json_logs(log_format: str) -> bool | None:
@@ -153,7 +164,7 @@ def _json_logs(log_format: str) -> bool | None:
 def _run(args: argparse.Namespace) -> int:
     from runner.daemon import Runtime, install_stop_signals
 
-    settings, hunts = _load(args)
+    settings, hunts, problems = _load(args)
     enabled = [hunt for hunt in hunts if hunt.enabled]
     if not enabled:
         log.error("config.no_hunts", jobs=[str(p) for p in args.jobs or ["jobs"]])
@@ -171,6 +182,9 @@ def _run(args: argparse.Namespace) -> int:
             rows=sum(r.rows for r in results),
         )
 
+        if problems:
+            return EXIT_CONFIG
+
         return EXIT_FAILED if failed else EXIT_OK
 
     async def forever() -> int:
@@ -183,6 +197,8 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(once() if args.once else forever())
+    except ConfigError:
+        raise
     except HuntRunnerError as error:
         log.error("run.aborted", error=str(error))
         return EXIT_FAILED
@@ -213,7 +229,7 @@ def _query(args: argparse.Namespace) -> int:
     from runner.durations import parse_duration
     from runner.schedule import Window, query_prelude
 
-    settings, hunts = _load(args)
+    settings = _load_settings(args)
     tenant = args.tenant or settings.tenants[0].name
     lookback = parse_duration(args.lookback)
 
@@ -272,7 +288,7 @@ def _list(args: argparse.Namespace) -> int:
     from runner.schedule import trigger_for
     from runner.state import State
 
-    settings, hunts = _load(args)
+    settings, hunts, _ = _load(args)
     state = State(settings.state_path) if settings.state_path.exists() else None
     now = datetime.now(UTC)
     print(f"{'hunt':40} {'schedule':22} {'severity':9} {'next run (UTC)':20} watermark")

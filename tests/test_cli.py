@@ -1,0 +1,96 @@
+"""The command line: exit statuses and what each command prints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from runner.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _config(tmp_path: Path) -> Path:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "hunt-runner.yaml").write_text(
+        f"""
+tenants:
+  lab: {{cloud: sandbox}}
+sinks:
+  files: {{type: file, path: {tmp_path / "out"}}}
+defaults: {{sinks: [files]}}
+state: {{path: {tmp_path / "state.db"}}}
+sandbox: {{days: 0.2, live_arrival: false}}
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+def test_validate_shipped_files_is_clean(capsys: pytest.CaptureFixture[str]) -> None:
+    """The shipped configuration and hunts validate without a problem."""
+    status = main(["validate", str(REPO / "jobs"), "--config", str(REPO / "config")])
+    assert status == EXIT_OK, capsys.readouterr().err
+
+
+def test_validate_reports_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broken hunt is reported as file:line: message, with exit status 1."""
+    flag = tmp_path / "flag.yaml"
+    flag.write_text("name: Flag\nenabled: no\nquery: DeviceInfo\n")
+    kql = tmp_path / "kql.yaml"
+    kql.write_text("name: Kql\nquery: |\n  DeviceInfo\n  | wherex\n")
+    assert main(["validate", str(flag), str(kql)]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert f"{flag}:2: enabled: 'no' is not a boolean" in err
+    assert f"{kql}:4: " in err
+
+
+def test_run_once_exits_2_on_a_broken_hunt_but_runs_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """run --once runs the hunts that load and exits 2 for the one that does not."""
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "good.yaml").write_text("name: Good\nquery: DeviceInfo | take 2\n")
+    (jobs / "bad.yaml").write_text("name: Bad\nschedule: {every: 10}\nquery: x\n")
+    status = main(
+        ["run", "--once", "--config", str(_config(tmp_path)), "--jobs", str(jobs)]
+    )
+    assert status == EXIT_CONFIG
+    assert (tmp_path / "out" / "good.jsonl").read_text().count("\n") == 2
+    assert "bad.yaml:2" in capsys.readouterr().err
+
+
+def test_query_prints_json_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """query --json prints one JSON object per row."""
+    status = main(
+        [
+            "query",
+            "--config",
+            str(_config(tmp_path)),
+            "--json",
+            "DeviceInfo | take 2 | project DeviceName",
+        ]
+    )
+    assert status == EXIT_OK
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 2 and set(rows[0]) == {"DeviceName"}
+
+
+def test_config_error_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown sink type stops the run with exit status 2 and names file:line."""
+    config = _config(tmp_path)
+    path = config / "hunt-runner.yaml"
+    path.write_text(path.read_text().replace("type: file", "type: carrier-pigeon"))
+    status = main(["run", "--once", "--config", str(config)])
+    assert status == EXIT_CONFIG
+    assert "hunt-runner.yaml:" in capsys.readouterr().err
