@@ -28,7 +28,7 @@ from runner.hunts import Hunt
 from runner.limiter import Limiter
 from runner.outbox import Outbox
 from runner.records import Record
-from runner.sinks import accepts, build_sink
+from runner.sinks import build_sink
 from runner.sinks.dispatcher import Dispatcher
 from runner.state import State
 
@@ -100,7 +100,7 @@ class Runtime:
             sinks_for=self._sinks_for,
             data_window=settings.data_window,
             wait_for_room=self.outbox.wait_for_room,
-            notify=self.dispatcher.notify,
+            notify=self._enqueued,
             tenants_for=self._tenants_for,
         )
 
@@ -191,6 +191,11 @@ class Runtime:
             max_retries=tenant.limits.max_retries,
         )
 
+    def _enqueued(self, count: int) -> None:
+        """A run put *count* deliveries in the outbox: count them and wake the workers."""
+        self.outbox.added(count)
+        self.dispatcher.notify()
+
     def _tenants_for(self, hunt: Hunt) -> Sequence[str]:
         return hunt.tenants or tuple(t.name for t in self.settings.tenants)
 
@@ -202,13 +207,10 @@ class Runtime:
         """
         if not records:
             return ()
-        wanted = hunt.sinks or self.settings.default_sinks
 
-        return [
-            spec.name
-            for spec in self.settings.sinks
-            if spec.name in wanted and accepts(spec, records[0])
-        ]
+        return self.dispatcher.route(
+            records[0], among=hunt.sinks or self.settings.default_sinks
+        )
 
     def publish_status(self) -> None:
         """Write each tenant's limiter snapshot to the state file for ``status``."""

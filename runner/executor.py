@@ -57,7 +57,7 @@ class Executor:
     data_window: timedelta = timedelta(days=30)
     row_cap: int = 100_000
     wait_for_room: Callable[[], object] | None = None
-    notify: Callable[[], None] | None = None
+    notify: Callable[[int], None] | None = None
     tenants_for: Callable[[Hunt], Sequence[str]] = field(
         default=lambda hunt: hunt.tenants
     )
@@ -132,9 +132,11 @@ class Executor:
                 cpu,
                 duration,
             )
-            await self.state.acommit_run(run, records, self.sinks_for(hunt, records))
+            enqueued = await self.state.acommit_run(
+                run, records, self.sinks_for(hunt, records)
+            )
             if self.notify is not None:
-                self.notify()
+                self.notify(enqueued)
         except (TimeoutError, HuntRunnerError) as error:
             message = _describe(error, hunt)
             duration = time.monotonic() - started

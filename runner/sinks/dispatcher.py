@@ -87,9 +87,17 @@ class Dispatcher:
 
     # Routing ----------------------------------------------------------------
 
-    def route(self, record: Record) -> list[str]:
-        """Names of the sinks whose filters let *record* through."""
-        return [spec.name for spec, _ in self._sinks if accepts(spec, record)]
+    def route(self, record: Record, among: Sequence[str] | None = None) -> list[str]:
+        """Names of the sinks (of *among*, if given) whose filters pass *record*.
+
+        A hunt's records share its id, severity and tags, so routing its first
+        record routes the whole run.
+        """
+        return [
+            spec.name
+            for spec, _ in self._sinks
+            if (among is None or spec.name in among) and accepts(spec, record)
+        ]
 
     def enqueue(self, conn: sqlite3.Connection, records: Sequence[Record]) -> int:
         """Queue *records* for their sinks in the caller's open transaction."""

@@ -104,6 +104,8 @@ class WebhookSink(Sink):
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._ssl: ssl.SSLContext | bool
+        if url.startswith("http://"):
+            log.warning("sink.plaintext_http", sink=name, url=url)
         if not verify_tls:
             log.warning("sink.tls_unverified", sink=name, url=url)
             self._ssl = False

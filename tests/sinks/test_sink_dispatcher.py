@@ -376,3 +376,39 @@ async def test_drain_ignores_rows_of_unconfigured_sinks(
         assert await dispatcher.drain(timeout=2)
 
     assert len(sink.received) == 2
+
+
+def test_route_limits_to_the_hunt_sinks(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """``route`` keeps only the named sinks whose filters pass the record."""
+    specs = [
+        LocalSinkSpec("all", "dummy"),
+        LocalSinkSpec("serious", "dummy", min_severity="high"),
+        LocalSinkSpec("other", "dummy"),
+    ]
+    dispatcher, _ = _setup(
+        tmp_path, [(spec, DummySink(spec.name)) for spec in specs], []
+    )
+    record = records(1, severity="medium")[0]
+
+    assert dispatcher.route(record) == ["all", "other"]
+    assert dispatcher.route(record, among=["all", "serious"]) == ["all"]
+
+
+def test_config_sink_spec_builds_a_sink(tmp_path: Path) -> None:
+    """The configuration's ``SinkSpec`` is accepted by ``build_sink`` as it is."""
+    from runner.config import SinkSpec
+
+    spec = SinkSpec(
+        name="files",
+        type="file",
+        options={"path": str(tmp_path), "format": "csv"},
+        min_severity="medium",
+        hunts=(),
+        tags=(),
+        source="config/sinks.yaml",
+        line=4,
+    )
+
+    assert build_sink(spec).name == "files"
