@@ -19,13 +19,19 @@ import requests
 import structlog
 
 from runner.errors import AuthError
-from runner.network import ProxySettings, TimeoutSession, describe_tls_failure
+from runner.network import (
+    ProxySettings,
+    TimeoutSession,
+    describe_tls_failure,
+    redact,
+)
 from runner.secrets import Secret
 
 log = structlog.get_logger(__name__)
 
 _SSL_REASON = re.compile(r"certificate verify failed: ([^(\'\"]+)")
 _TUNNEL_STATUS = re.compile(r"Tunnel connection failed: ([^'\")]+)")
+_OS_ERROR = re.compile(r"\[Errno -?\d+\][^'\")]+")
 _POOL_TARGET = re.compile(r"host='([^']+)', port=(\d+)")
 
 
@@ -141,7 +147,10 @@ class TokenProvider:
         except requests.exceptions.SSLError as error:
             raise AuthError(self.tenant, "tls", _describe_tls(error)) from error
         except requests.exceptions.ProxyError as error:
-            raise AuthError(self.tenant, "proxy", _describe_proxy(error)) from error
+            proxy = self._session.proxies.get("https", "")
+            raise AuthError(
+                self.tenant, "proxy", _describe_proxy(error, redact(proxy))
+            ) from error
         except (requests.RequestException, ValueError) as error:
             # msal raises these when the identity endpoint cannot be reached or
             # answers something that is not JSON.
@@ -178,16 +187,18 @@ def _describe_tls(error: requests.exceptions.SSLError) -> str:
     return describe_tls_failure(host, port, detail)
 
 
-def _describe_proxy(error: requests.exceptions.ProxyError) -> str:
+def _describe_proxy(error: requests.exceptions.ProxyError, proxy: str) -> str:
     match = _TUNNEL_STATUS.search(str(error))
     if match is None:
-        return f"cannot reach the proxy: {_describe(error)}"
+        reason = _OS_ERROR.search(str(error))
+        detail = reason.group(0).strip() if reason else _describe(error)
+        return f"cannot reach the proxy {proxy}: {detail}"
     status = match.group(1).strip()
     hint = ""
     if status.startswith("407"):
         hint = " (check proxy_username and proxy_password_env/proxy_password_file)"
 
-    return f"the proxy refused the tunnel: {status}{hint}"
+    return f"the proxy {proxy} refused the tunnel: {status}{hint}"
 
 
 def _target(error: requests.RequestException) -> tuple[str, int | None]:

@@ -7,15 +7,16 @@ list of every problem found, each with file, line and key.
 
 Paths, and what they are relative to:
 
-* ``secret_file``, ``certificate_file`` and ``ca_bundle`` belong to the
-  configuration, so a relative one is resolved against the folder of the file
-  that names it;
+* ``secret_file``, ``certificate_file``, ``ca_bundle`` and
+  ``proxy_password_file`` belong to the configuration, so a relative one is
+  resolved against the folder of the file that names it;
 * ``state.path`` and the paths in sink options (``path: out``) are output
   locations, so a relative one stays relative to the working directory the
   daemon runs in.
 
-Secrets are read here, once: ``secret_env``/``certificate_env`` name an
-environment variable, ``secret_file``/``certificate_file`` a file. A missing
+Secrets are read here, once: ``secret_env``/``certificate_env``/
+``proxy_password_env`` name an environment variable,
+``secret_file``/``certificate_file``/``proxy_password_file`` a file. A missing
 variable or file is a problem naming the variable or file, never a value.
 """
 
@@ -637,7 +638,7 @@ class _Loader:
             return DIRECT
         parts = urlsplit(text)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            fields.fail(at, f"{text!r} is not an http:// or https:// URL (or direct)")
+            fields.fail(at, f"{text!r} is not an http(s):// URL")
             return None
         if parts.username is not None or parts.password is not None:
             # The URL would put a password into the configuration and the logs.

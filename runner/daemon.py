@@ -150,8 +150,13 @@ class Runtime:
                 authority=endpoints.authority,
                 query_url=endpoints.query_url,
             )
+        proxy_value = tenant.proxy
+        if proxy_value is None and tenant.cloud == "sandbox":
+            # The embedded sandbox listens on loopback, which a corporate proxy
+            # named in HTTPS_PROXY cannot reach; a proxy setting still wins.
+            proxy_value = network.DIRECT
         proxy = network.proxy_settings(
-            tenant.proxy,
+            proxy_value,
             username=tenant.proxy_username,
             password=tenant.proxy_password,
         )

@@ -50,6 +50,7 @@ __all__ = [
     "redact",
     "requests_verify",
     "ssl_context",
+    "tls_context",
 ]
 
 CA_MODES = ("add", "replace")
@@ -64,22 +65,37 @@ _combined: dict[str, str] = {}
 def ssl_context(
     ca_bundle: str | Path | None, mode: str = "add", verify: bool = True
 ) -> ssl.SSLContext | bool:
-    """The TLS settings for aiohttp (``ssl=``) or a raw TLS socket.
+    """The TLS settings for aiohttp's ``ssl=``: ``False`` when *verify* is off.
 
-    ``False`` when *verify* is off (aiohttp's way of saying "do not verify");
-    otherwise a context trusting the system store plus *ca_bundle* (``add``) or
-    only *ca_bundle* (``replace``). An unreadable bundle raises ``ssl.SSLError``
-    or ``OSError``; configuration loading has checked it already.
+    Otherwise a context trusting the system store plus *ca_bundle* (``add``)
+    or only *ca_bundle* (``replace``). A raw TLS socket needs ``tls_context``
+    instead: there, ``ssl=False`` would mean no TLS at all.
     """
     if not verify:
         return False
+
+    return tls_context(ca_bundle, mode, verify)
+
+
+def tls_context(
+    ca_bundle: str | Path | None, mode: str = "add", verify: bool = True
+) -> ssl.SSLContext:
+    """A client TLS context with the same trust, for sockets (syslog over TLS).
+
+    With *verify* off the context still encrypts but accepts any certificate
+    and host name. An unreadable bundle raises ``ssl.SSLError`` or
+    ``OSError``; configuration loading has checked it already.
+    """
     _check_mode(mode)
     if ca_bundle and mode == "replace":
-        return ssl.create_default_context(cafile=str(ca_bundle))
-
-    context = ssl.create_default_context()
-    if ca_bundle:
-        context.load_verify_locations(cafile=str(ca_bundle))
+        context = ssl.create_default_context(cafile=str(ca_bundle))
+    else:
+        context = ssl.create_default_context()
+        if ca_bundle:
+            context.load_verify_locations(cafile=str(ca_bundle))
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
 
     return context
 
@@ -276,7 +292,10 @@ class TimeoutSession(requests.Session):
         super().__init__()
         self.timeout = (connect_timeout, read_timeout)
 
-    def request(self, method: str | bytes, url: str | bytes, **kwargs: Any) -> Any:
+    # The stubs spell out every keyword of requests; only the timeout matters.
+    def request(  # type: ignore[override]
+        self, method: str | bytes, url: str | bytes, **kwargs: Any
+    ) -> Any:
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout
 

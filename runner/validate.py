@@ -1,8 +1,11 @@
 """Checking configuration and hunt files offline, without calling any API.
 
 ``validate_paths`` reports every problem as ``file:line: message``: YAML that
-does not parse, fields of the wrong type, references to tenants or sinks that
-are not configured, and KQL syntax errors. KQL is checked with
+does not parse, fields of the wrong type, network settings that cannot work
+(a missing or unreadable CA bundle, an unknown ``ca_mode``, an authority or
+API base that is not https, a proxy that is not an http(s) URL or carries
+credentials, a proxy password variable that is not set), references to
+tenants or sinks that are not configured, and KQL syntax errors. KQL is checked with
 ``duckdb_kql.validate``, a syntax check only: a construct the local engine
 cannot translate is not a problem here, because the service may support it.
 """

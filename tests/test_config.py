@@ -15,6 +15,7 @@ from cryptography.x509.oid import NameOID
 from runner.config import Credential, Limits, Rate, Settings, load_config
 from runner.errors import Problem
 from runner.hunts import HuntDefaults, Schedule
+from runner.sandbox.certs import make_server_certificates
 
 SHIPPED = Path(__file__).parents[1] / "config"
 TENANT_ID = "11111111-2222-3333-4444-555555555555"
@@ -286,9 +287,10 @@ def test_tenant_fields_are_checked(
         "c.yaml:13: tenants.contoso.proxy: 'socks5://proxy:1080' is not an http(s):// "
         "URL",
         "c.yaml:14: tenants.contoso.tenant: unknown key; known keys are api_base, "
-        "authority, backend, ca_bundle, certificate_env, certificate_file, "
-        "client_id, cloud, connect_timeout, limits, proxy, read_timeout, "
-        "secret_env, secret_file, tenant_id, verify_tls",
+        "authority, backend, ca_bundle, ca_mode, certificate_env, certificate_file, "
+        "client_id, cloud, connect_timeout, limits, proxy, proxy_password_env, "
+        "proxy_password_file, proxy_username, read_timeout, secret_env, secret_file, "
+        "tenant_id, verify_tls",
     ]
 
 
@@ -297,7 +299,8 @@ def test_explicit_overrides_are_kept(
 ) -> None:
     """authority, api_base, ca_bundle, verify_tls: false and timeouts are taken."""
     monkeypatch.setenv("A", "x")
-    (tmp_path / "ca.pem").write_text("not checked here\n", encoding="utf-8")
+    ca = make_server_certificates(tmp_path / "ca").ca_path
+    (tmp_path / "ca.pem").write_bytes(ca.read_bytes())
     extra = (
         "    authority: https://login.example.com/\n"
         "    api_base: https://eu.api.security.microsoft.com\n"

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 import stat
 import threading
 import time
@@ -284,6 +285,22 @@ async def test_direct_ignores_the_environment_proxy(
     assert sum(proxy.connects.values()) == 0
 
 
+async def test_sandbox_tenant_ignores_the_environment_proxy(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``cloud: sandbox`` tenant reaches the loopback sandbox despite HTTPS_PROXY."""
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{_unused_port()}")
+    config, jobs = _write(tmp_path, "  lab:\n    cloud: sandbox\n")
+    settings, problems = load_config(config)
+    assert settings is not None, problems
+    hunts, _ = load_hunts([jobs], settings.hunt_defaults)
+
+    async with Runtime(settings, hunts, sandbox=sandbox) as runtime:
+        results = await asyncio.wait_for(runtime.run_once(drain_timeout=5.0), 30.0)
+
+    assert [(r.tenant, r.ok) for r in results] == [("lab", True)], results
+
+
 # ------------------------------------------------------ endpoints and trust
 
 
@@ -413,7 +430,16 @@ async def test_token_request_honours_the_read_timeout(tmp_path: Path) -> None:
                 connection, _ = listener.accept()
                 accepted.append(connection)
 
+    def hang_up() -> None:
+        listener.close()
+        for connection in accepted:
+            connection.close()
+
     threading.Thread(target=accept, daemon=True).start()
+    # Without a working timeout the request would block forever; hanging up
+    # after a few seconds turns that into a failure of the assertion below.
+    backstop = threading.Timer(5.0, hang_up)
+    backstop.start()
     tokens = TokenProvider(
         "silent",
         client_id="00000000-0000-0000-0000-000000000001",
@@ -428,10 +454,9 @@ async def test_token_request_honours_the_read_timeout(tmp_path: Path) -> None:
         with pytest.raises(AuthError) as caught:
             await tokens.token()
     finally:
+        backstop.cancel()
         tokens.close()
-        listener.close()
-        for connection in accepted:
-            connection.close()
+        hang_up()
 
     assert time.monotonic() - started < 3.0
     assert "tenant silent" in str(caught.value)
@@ -459,6 +484,24 @@ def test_add_mode_writes_one_private_combined_bundle(tmp_path: Path) -> None:
     assert network.requests_verify(None, "add") is True
 
 
+def test_trust_modes_decide_which_certificates_are_accepted(tmp_path: Path) -> None:
+    """``replace`` trusts the bundle alone; ``add`` keeps the system store too."""
+    ca = make_server_certificates(tmp_path / "ca").ca_path
+    system_count = len(ssl.create_default_context().get_ca_certs())
+
+    replaced = network.tls_context(ca, "replace")
+    added = network.tls_context(ca, "add")
+    unverified = network.tls_context(ca, "add", verify=False)
+
+    assert len(replaced.get_ca_certs()) == 1
+    assert len(added.get_ca_certs()) == system_count + 1
+    assert unverified.verify_mode == ssl.CERT_NONE
+    assert not unverified.check_hostname
+    assert network.ssl_context(ca, "add", verify=False) is False
+    with pytest.raises(ValueError, match="ca_mode 'merge'"):
+        network.ssl_context(ca, "merge")
+
+
 def test_environment_proxy_credentials_are_split_for_aiohttp(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -479,6 +522,63 @@ def test_environment_proxy_credentials_are_split_for_aiohttp(
 
 
 # ------------------------------------------------------------- validate
+
+
+def test_config_reads_proxy_credentials_and_direct(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy password file is a Secret; ``direct`` and ``""`` both mean no proxy."""
+    monkeypatch.setenv("LAB_CLIENT_SECRET", "x")
+    (tmp_path / "proxy-password").write_text("pw-from-file-44\n", encoding="utf-8")
+    (tmp_path / "tenants.yaml").write_text(
+        """\
+tenants:
+  viaproxy:
+    tenant_id: contoso.com
+    client_id: 00000000-0000-0000-0000-000000000001
+    secret_env: LAB_CLIENT_SECRET
+    proxy: https://proxy.example.net:3128/
+    proxy_username: hunter
+    proxy_password_file: proxy-password
+  direct:
+    tenant_id: contoso.com
+    client_id: 00000000-0000-0000-0000-000000000002
+    secret_env: LAB_CLIENT_SECRET
+    proxy: DIRECT
+  empty:
+    tenant_id: contoso.com
+    client_id: 00000000-0000-0000-0000-000000000003
+    secret_env: LAB_CLIENT_SECRET
+    proxy: ""
+  environment:
+    tenant_id: contoso.com
+    client_id: 00000000-0000-0000-0000-000000000004
+    secret_env: LAB_CLIENT_SECRET
+""",
+        encoding="utf-8",
+    )
+
+    settings, problems = load_config(tmp_path)
+
+    assert settings is not None, problems
+    tenants = {tenant.name: tenant for tenant in settings.tenants}
+    via = tenants["viaproxy"]
+    assert via.proxy == "https://proxy.example.net:3128"
+    assert via.proxy_username == "hunter"
+    assert via.proxy_password is not None
+    assert via.proxy_password.reveal() == "pw-from-file-44"
+    assert "pw-from-file-44" not in repr(via)
+    assert tenants["direct"].proxy == network.DIRECT
+    assert tenants["empty"].proxy == network.DIRECT
+    assert tenants["environment"].proxy is None
+    assert tenants["environment"].ca_mode == "add"
+    assert (tenants["environment"].connect_timeout, via.read_timeout) == (10.0, 240.0)
+    requests_proxies = network.proxy_settings(
+        via.proxy, username=via.proxy_username, password=via.proxy_password
+    ).for_requests("https://login.microsoftonline.com/contoso.com")
+    assert requests_proxies["https"] == (
+        "https://hunter:pw-from-file-44@proxy.example.net:3128"
+    )
 
 
 def test_validate_reports_network_settings_with_file_and_line(
@@ -540,7 +640,7 @@ tenants:
         f"{source}:8: tenants.lab.ca_bundle: no such file: {config / 'missing-ca.pem'}",
         f"{source}:9: tenants.lab.ca_mode: 'merge' is not one of add, replace",
         f"{source}:10: tenants.lab.proxy: 'socks5://proxy.example.net:1080' is not "
-        "an http:// or https:// URL (or direct)",
+        "an http(s):// URL",
         f"{source}:12: tenants.lab.proxy_password_env: environment variable "
         "LAB_PROXY_PASSWORD is not set",
         f"{source}:19: tenants.other.proxy: credentials in the proxy URL are not "
