@@ -4,7 +4,8 @@ Loads every hunt in ``../shared/corpus/sentinel-xdr-hunting`` (its ``query``
 key), syntax-checks it with duckdb-kql, runs it against the sandbox engine
 over default telemetry (no HTTP), and prints one JSON document: counts, and
 failures grouped by kind (unsupported KQL, missing table, missing column,
-other) with the names and examples behind each.
+invalid YAML in the corpus itself, other) with the names and examples behind
+each.
 
     .venv/bin/python benchmarks/corpus_report.py [CORPUS_DIR]
 """
@@ -71,7 +72,7 @@ def report(corpus: Path) -> dict[str, Any]:
             hunt = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as error:
             message = f"the file is not valid YAML: {error}".replace("\n", " ")
-            failures["other"].append({"hunt": name, "message": message[:300]})
+            failures["invalid_yaml"].append({"hunt": name, "message": message[:300]})
             continue
         query = hunt.get("query") if isinstance(hunt, dict) else None
         if not isinstance(query, str):

@@ -1,6 +1,6 @@
 """Quota use of hunt-runner's limiter against two client loops users write today.
 
-    .venv/bin/python benchmarks/quota.py [--hunts 300] [--cpu-hunts 150]
+    .venv/bin/python benchmarks/quota.py [--hunts 225] [--cpu-hunts 120]
 
 Everything runs in one process against the in-process sandbox, over real
 HTTPS with real msal tokens, with the quota windows compressed: the sandbox
@@ -29,14 +29,23 @@ have priority 9, the rest priority 1, in a shuffled order.
 
 Figures, all counted by the sandbox unless named otherwise:
 
-- ``calls.windows[].utilization``: the calls the sandbox admitted in each full
-  window of that length, laid end to end from the first admitted call, summed
-  and divided by the allowance of those windows. A window the backlog did not
-  outlast (the last, partial one) is left out; a window length longer than the
-  run has no full window and shows ``null``. ``busiest`` is the most calls
-  admitted in any sliding window of that length (never above ``count`` when
-  the server is obeyed, by definition of a sliding-window server).
-- ``cpu.windows[].utilization``: the same for the CPU the sandbox charged.
+- ``calls[].utilization`` (per call window of ``count`` per ``per_seconds``):
+  how fast freed quota is used again, ``per_seconds`` divided by the mean time
+  between an admitted call and the ``count``-th admitted call after it. A
+  client that sends each call the instant the sliding window allows scores
+  1.0; one that leaves slots idle scores less; it cannot exceed 1.0 without
+  429s. ``null`` when the run made no more than ``count`` calls (a window
+  longer than the run).
+- ``calls[].window_utilization``: the calls admitted in each full window of
+  that length laid end to end from the first admitted call (``per_window``),
+  summed and divided by their allowance; the last, partial window is left
+  out. Coarser than ``utilization``: a window that starts with a burst counts
+  full even when its slots were reused late. ``busiest``: the most calls
+  admitted in any sliding window of that length.
+- ``cpu[].utilization``: the CPU the sandbox charged in each full CPU window
+  laid end to end from the first admitted call, divided by the budget of
+  those windows. It can exceed 1.0: the sandbox, like the service, admits a
+  call while the budget is not yet spent and charges it when it ends.
 - ``throttled``: 429s the sandbox answered; ``throttled_by_kind`` splits them.
 - ``wait_s``: per priority, p50 and p99 of the time from the instant every
   hunt was due to the sending of the attempt that succeeded.
@@ -127,11 +136,12 @@ class QuotaTap:
 
         def admit_and_record(tenant: str) -> QuotaRefusal | None:
             refusal = admit(tenant)
-            now = quotas.clock.time()
             if refusal is None:
-                self.traces[tenant].admitted.append(now)
+                # The instant the sandbox counted, not a later reading of its
+                # clock, so that windows here match the server's to the tick.
+                self.traces[tenant].admitted.append(quotas._calls[tenant][-1])
             else:
-                self.traces[tenant].refused.append((now, refusal.kind))
+                self.traces[tenant].refused.append((quotas.clock.time(), refusal.kind))
 
             return refusal
 
@@ -524,6 +534,21 @@ def percentile(values: Sequence[float], fraction: float) -> float | None:
     return ordered[rank - 1]
 
 
+def slot_reuse(admitted: Sequence[float], count: int, span: float) -> float | None:
+    """``span`` over the mean time between a call and the *count*-th call after it.
+
+    A client that sends each call the moment the sliding window lets it
+    reuses every slot exactly *span* after its last use: 1.0. ``None`` when
+    the run made no more than *count* calls.
+    """
+    ordered = sorted(admitted)
+    gaps = [ordered[i] - ordered[i - count] for i in range(count, len(ordered))]
+    if not gaps:
+        return None
+
+    return span / (sum(gaps) / len(gaps))
+
+
 def window_use(
     events: Sequence[tuple[float, float]],
     start: float,
@@ -554,7 +579,8 @@ def window_use(
 
     return {
         "full_windows": full,
-        "per_window": [round(used, 2) for used in per_window],
+        # Short windows of a long run would flood the report.
+        "per_window": ([round(used, 2) for used in per_window] if full <= 30 else None),
         "utilization": (
             round(sum(per_window) / (full * allowance), 4) if full else None
         ),
@@ -576,11 +602,18 @@ def summarise(
     kinds: dict[str, int] = defaultdict(int)
     for _, kind in trace.refused:
         kinds[kind] += 1
-    calls = [
-        {"count": limit.calls, "per_seconds": limit.window_seconds}
-        | window_use(admitted, start, last_call, limit.window_seconds, limit.calls)
-        for limit in quotas.calls
-    ]
+    calls = []
+    for limit in quotas.calls:
+        use = window_use(admitted, start, last_call, limit.window_seconds, limit.calls)
+        reuse = slot_reuse(trace.admitted, limit.calls, limit.window_seconds)
+        calls.append(
+            {"count": limit.calls, "per_seconds": limit.window_seconds}
+            | use
+            | {
+                "window_utilization": use["utilization"],
+                "utilization": None if reuse is None else round(reuse, 4),
+            }
+        )
     cpu = [
         {"budget_s": limit.cpu_seconds, "per_seconds": limit.window_seconds}
         | window_use(
@@ -621,6 +654,7 @@ def verdicts(report: dict[str, Any]) -> dict[str, Any]:
     call_run = report["call_bound"]["hunt_runner"]
     cpu_run = report["cpu_bound"]["hunt_runner"]
     call_use = [w["utilization"] for w in call_run["calls"] if w["utilization"]]
+
     cpu_use = [w["utilization"] for w in cpu_run["cpu"] if w["utilization"]]
 
     def priority_order(run: dict[str, Any]) -> bool:
@@ -680,13 +714,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hunts", type=int, default=300)
-    parser.add_argument("--cpu-hunts", type=int, default=150)
+    parser.add_argument("--hunts", type=int, default=225)
+    parser.add_argument("--cpu-hunts", type=int, default=120)
     parser.add_argument(
         "--call-scale",
         type=float,
-        default=20.0,
-        help="time compression of the call-bound scenario (20: 45 per 3 s)",
+        default=10.0,
+        help="time compression of the call-bound scenario (10: 45 calls per 6 s)",
     )
     parser.add_argument(
         "--cpu-scale",
@@ -694,7 +728,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=720.0,
         help="time compression of the CPU-bound scenario (720: 600 CPU-s per 5 s)",
     )
-    parser.add_argument("--cost-factor", type=float, default=1000.0)
+    parser.add_argument("--cost-factor", type=float, default=250.0)
     parser.add_argument("--cpu-backend", choices=("mde", "xdr"), default="mde")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)

@@ -656,3 +656,69 @@ tenants:
     assert "holds no usable PEM CA certificate" in not_pem_problem[0]
     assert "pw-in-url-43" not in "\n".join(problems)
     assert not [p for p in problems if "tenants.fine" in p]
+
+
+async def test_webhook_sink_goes_through_its_own_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A webhook sink's proxy setting, with credentials, carries its HTTPS posts."""
+    from datetime import UTC, datetime
+
+    from aiohttp import web
+
+    from runner.records import Record
+    from runner.sinks.base import LocalSinkSpec, build_sink
+
+    certificates = make_server_certificates(tmp_path / "hook")
+    received: list[object] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.extend(await request.json())
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(
+        runner, "127.0.0.1", 0, ssl_context=certificates.server_context()
+    )
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    monkeypatch.setenv("HOOK_PROXY_PASSWORD", "s3cret")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # dead: must be overridden
+    moment = datetime(2026, 12, 3, tzinfo=UTC)
+    record = Record(
+        event_id="e1",
+        hunt_id="h",
+        hunt_name="H",
+        severity="high",
+        tenant="t",
+        window_start=moment,
+        window_end=moment,
+        run_id="r",
+        row={"DeviceId": "d"},
+    )
+    try:
+        async with ConnectProxy(credentials=("hunt", "s3cret")) as proxy:
+            spec = LocalSinkSpec(
+                "hook",
+                "webhook",
+                {
+                    "url": f"https://localhost:{port}/hook",
+                    "ca_bundle": str(certificates.ca_path),
+                    "proxy": proxy.url,
+                    "proxy_username": "hunt",
+                    "proxy_password": {"env": "HOOK_PROXY_PASSWORD"},
+                },
+            )
+            sink = build_sink(spec)
+            try:
+                await sink.send([record])
+            finally:
+                await sink.aclose()
+    finally:
+        await runner.cleanup()
+
+    assert [item["event_id"] for item in received] == ["e1"]  # type: ignore[index]
+    assert proxy.connects[f"localhost:{port}"] == 1

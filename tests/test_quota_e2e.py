@@ -60,11 +60,11 @@ class QuotaTap:
 
         def admit_and_record(tenant: str) -> QuotaRefusal | None:
             refusal = admit(tenant)
-            now = quotas.clock.time()
             if refusal is None:
-                self.seen[tenant].admitted.append(now)
+                # The very instant the sandbox counted the call.
+                self.seen[tenant].admitted.append(quotas._calls[tenant][-1])
             else:
-                self.seen[tenant].refused.append((now, refusal))
+                self.seen[tenant].refused.append((quotas.clock.time(), refusal))
 
             return refusal
 
@@ -145,7 +145,9 @@ async def sandbox_factory() -> AsyncIterator[Any]:
         await sandbox.stop()
 
 
-def pauses_honoured(seen: Seen, grace: float = 0.05) -> list[tuple[float, float]]:
+def arrivals_during_pauses(
+    seen: Seen, grace: float = 0.05
+) -> list[tuple[float, float]]:
     """Arrivals that came during a 429's ``Retry-After`` (beyond calls in flight).
 
     A call sent before a 429 was answered may still arrive a moment after it;
@@ -227,7 +229,7 @@ async def test_call_quota_lower_than_configured_is_obeyed_after_its_429(
     assert throttled == len(seen.refused) == len(throttle_logs)
     assert {entry["kind"] for entry in throttle_logs} == {"calls"}
     assert {entry["window"] for entry in throttle_logs} == {"00:00:01"}
-    assert pauses_honoured(seen) == []
+    assert arrivals_during_pauses(seen) == []
     # At most the calls in flight when the window filled are refused each time.
     assert len(seen.refused) <= 3 * len(seen.admitted) // 5 + 3
 
@@ -284,7 +286,7 @@ async def test_cpu_quota_pauses_one_tenant_while_another_runs(
     } == {"cpu"}
     first_refusal, refusal = alpha_seen.refused[0]
     pause_ends = first_refusal + refusal.retry_after
-    assert pauses_honoured(alpha_seen) == []
+    assert arrivals_during_pauses(alpha_seen) == []
     assert min(alpha_seen.admitted) >= pause_ends - 0.01
     # Beta finished all its hunts while alpha was still paused.
     assert len(beta_seen.admitted) == 12
@@ -294,7 +296,7 @@ async def test_cpu_quota_pauses_one_tenant_while_another_runs(
 async def test_status_shows_quota_state_per_tenant(
     tmp_path: Path, sandbox_factory: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``hunt-runner status`` shows calls, CPU left, queue, waits and 429s per tenant."""
+    """``hunt-runner status`` shows calls, CPU left, queue, waits, 429s per tenant."""
     sandbox = await sandbox_factory(
         QuotaSettings(calls=(CallLimit(4, 1.0),), cpu=ROOMY_CPU)
     )

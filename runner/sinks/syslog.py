@@ -32,6 +32,7 @@ from typing import Any, Self
 
 import structlog
 
+from runner import network
 from runner.errors import SinkError
 from runner.records import Record
 from runner.sinks.base import Options, SendResult, Sink, Truncation, register
@@ -222,6 +223,7 @@ class SyslogSink(Sink):
         transport: str = "udp",
         formatter: SyslogFormatter,
         ca_bundle: str | None = None,
+        ca_mode: str = "add",
         verify_tls: bool = True,
     ) -> None:
         super().__init__(name)
@@ -231,11 +233,9 @@ class SyslogSink(Sink):
         self.formatter = formatter
         self._ssl: ssl.SSLContext | None = None
         if transport == "tls":
-            self._ssl = ssl.create_default_context(cafile=ca_bundle)
             if not verify_tls:
                 log.warning("sink.tls_unverified", sink=name, host=host)
-                self._ssl.check_hostname = False
-                self._ssl.verify_mode = ssl.CERT_NONE
+            self._ssl = network.tls_context(ca_bundle, ca_mode, verify_tls)
         self._writer: asyncio.StreamWriter | None = None
         self._reader: asyncio.StreamReader | None = None
         self._datagram: asyncio.DatagramTransport | None = None
@@ -258,6 +258,7 @@ class SyslogSink(Sink):
         if transport == "udp" and max_bytes > 65507:
             options.problems.append("max_message_bytes: a UDP datagram holds 65507")
         ca_bundle = options.string("ca_bundle")
+        ca_mode = options.choice("ca_mode", network.CA_MODES, "add")
         verify_tls = options.boolean("verify_tls", True)
         hostname = options.string("hostname", socket.gethostname())
         options.finish()
@@ -278,6 +279,7 @@ class SyslogSink(Sink):
             transport=transport,
             formatter=formatter,
             ca_bundle=ca_bundle,
+            ca_mode=ca_mode,
             verify_tls=verify_tls,
         )
 

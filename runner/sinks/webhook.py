@@ -30,12 +30,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any, Self
 
 import aiohttp
 import structlog
 
-from runner import __version__
+from runner import __version__, network
 from runner.errors import SinkError
 from runner.records import Record
 from runner.secrets import Secret
@@ -82,8 +83,11 @@ class WebhookSink(Sink):
         headers: Mapping[str, str | Secret] | None = None,
         hmac_secret: Secret | None = None,
         ca_bundle: str | None = None,
+        ca_mode: str = "add",
         verify_tls: bool = True,
         request_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        proxy: network.ProxySettings | None = None,
         index: str = "hunt-runner",
         sourcetype: str = "hunt-runner:record",
         host: str | None = None,
@@ -101,6 +105,10 @@ class WebhookSink(Sink):
         self.sourcetype = sourcetype
         self.host = host or socket.gethostname()
         self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self._proxy, self._proxy_headers = (
+            proxy or network.proxy_settings(None)
+        ).for_aiohttp(url)
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._ssl: ssl.SSLContext | bool
@@ -108,9 +116,7 @@ class WebhookSink(Sink):
             log.warning("sink.plaintext_http", sink=name, url=url)
         if not verify_tls:
             log.warning("sink.tls_unverified", sink=name, url=url)
-            self._ssl = False
-        else:
-            self._ssl = ssl.create_default_context(cafile=ca_bundle)
+        self._ssl = network.ssl_context(ca_bundle, ca_mode, verify_tls)
 
     @classmethod
     def from_options(cls, name: str, options: Options) -> Self:
@@ -143,8 +149,17 @@ class WebhookSink(Sink):
                 token.origin,
             )
         ca_bundle = options.string("ca_bundle")
+        ca_mode = options.choice("ca_mode", network.CA_MODES, "add")
         verify_tls = options.boolean("verify_tls", True)
         request_timeout = options.number("request_timeout", 30.0)
+        connect_timeout = options.number("connect_timeout", 10.0)
+        proxy_url = options.string("proxy")
+        proxy_username = options.string("proxy_username")
+        proxy_password = options.secret("proxy_password")
+        if proxy_password is not None and proxy_username is None:
+            options.problems.append("proxy_password: needs proxy_username")
+        if ca_bundle is not None and not Path(ca_bundle).expanduser().is_file():
+            options.problems.append(f"ca_bundle: no such file: {ca_bundle}")
         index = options.string("index", "hunt-runner")
         sourcetype = options.string("sourcetype", "hunt-runner:record")
         host = options.string("host")
@@ -167,8 +182,13 @@ class WebhookSink(Sink):
             headers=headers,
             hmac_secret=hmac_secret,
             ca_bundle=ca_bundle,
+            ca_mode=ca_mode or "add",
             verify_tls=verify_tls,
             request_timeout=request_timeout,
+            connect_timeout=connect_timeout,
+            proxy=network.proxy_settings(
+                proxy_url, username=proxy_username, password=proxy_password
+            ),
             index=index,
             sourcetype=sourcetype,
             host=host,
@@ -271,7 +291,12 @@ class WebhookSink(Sink):
         session = self._session_open()
         try:
             async with session.post(
-                self.url, data=body, headers=headers, ssl=self._ssl
+                self.url,
+                data=body,
+                headers=headers,
+                ssl=self._ssl,
+                proxy=self._proxy,
+                proxy_headers=self._proxy_headers,
             ) as response:
                 status = response.status
                 text = await response.text(errors="replace")
@@ -324,7 +349,9 @@ class WebhookSink(Sink):
     def _session_open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.request_timeout),
+                timeout=aiohttp.ClientTimeout(
+                    total=self.request_timeout, sock_connect=self.connect_timeout
+                ),
                 auto_decompress=True,
             )
 

@@ -11,6 +11,8 @@ import duckdb_kql
 import pytest
 import yaml
 
+from runner.sandbox.engine import Engine
+from runner.sandbox.settings import SandboxClock, SandboxSettings
 from runner.sandbox.telemetry import (
     DUCKDB_TYPES,
     STORIES,
@@ -19,10 +21,12 @@ from runner.sandbox.telemetry import (
     TelemetryGenerator,
     time_column,
 )
+from runner.sandbox.telemetry.reference import REFERENCE_ROWS
 
 SCHEMAS = Path(__file__).parents[2] / "runner" / "sandbox" / "schemas.json"
 CORPUS = Path(__file__).parents[2] / ".." / "shared" / "corpus"
 START = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+TIMED_TABLES = [table for table in TABLES if time_column(table) is not None]
 
 
 def _fresh(seed: int = 3) -> tuple[TelemetryGenerator, duckdb.DuckDBPyConnection]:
@@ -102,7 +106,7 @@ def test_rows_stay_inside_the_requested_window() -> None:
     end = start + timedelta(minutes=50)
     generator.fill(con, start, end)
 
-    for table in TABLES:
+    for table in TIMED_TABLES:
         column = time_column(table)
         low, high = con.execute(
             f'SELECT min("{column}"), max("{column}") FROM telemetry."{table}"'
@@ -116,7 +120,7 @@ def test_every_table_has_rows_in_every_hour() -> None:
     generator, con = _fresh()
     generator.fill(con, START, START + timedelta(hours=3))
 
-    for table in TABLES:
+    for table in TIMED_TABLES:
         column = time_column(table)
         hours = con.execute(
             f"SELECT count(DISTINCT date_trunc('hour', \"{column}\")) "
@@ -147,6 +151,7 @@ def test_story_occurs_in_every_one_hour_window(
         high = low + timedelta(hours=1)
         first_table = story.query.split("\n", 1)[0].strip()
         column = time_column(first_table)
+        assert column is not None
         query = story.query.replace(
             first_table,
             f"{first_table}\n| where {column} >= datetime({low:%Y-%m-%dT%H:%M:%SZ})"
@@ -175,6 +180,90 @@ def test_background_alone_does_not_trigger_stories(
     assert found == []
 
 
+def test_time_column_prefers_timestamp_and_is_none_for_reference_tables() -> None:
+    """Event tables are placed by Timestamp; the TVM catalogue has no time column."""
+    assert time_column("DeviceProcessEvents") == "Timestamp"
+    assert time_column("EmailEvents") == "Timestamp"
+    assert time_column("DeviceTvmSoftwareVulnerabilities") == "TimeGenerated"
+    assert time_column("DeviceTvmSoftwareVulnerabilitiesKB") is None
+
+
+def test_every_table_with_timestamp_also_has_time_generated() -> None:
+    """As in the unified portal, TimeGenerated sits beside every Timestamp."""
+    for table, columns in TABLES.items():
+        types = dict(columns)
+        if "Timestamp" in types:
+            assert types.get("TimeGenerated") == "datetime", table
+
+
+def test_time_generated_equals_timestamp_in_every_row() -> None:
+    """Background and planted rows carry one instant in both time columns."""
+    generator, con = _fresh()
+    generator.fill(con, START, START + timedelta(hours=1))
+
+    for table, columns in TABLES.items():
+        names = {name for name, _ in columns}
+        if not {"Timestamp", "TimeGenerated"} <= names:
+            continue
+        total, differing = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE "
+            '"TimeGenerated" IS DISTINCT FROM "Timestamp") '
+            f'FROM telemetry."{table}"'
+        ).fetchone()
+        assert total > 0, table
+        assert differing == 0, table
+
+
+def test_vulnerability_catalogue_is_loaded_once_and_covers_the_inventory() -> None:
+    """The KB rows arrive with the tables, once, and explain every inventory CVE."""
+    generator, con = _fresh()
+    generator.create_tables(con)
+    generator.fill(con, START, START + timedelta(hours=1))
+
+    catalogue = dict(
+        con.execute(
+            "SELECT CveId, VulnerabilitySeverityLevel "
+            "FROM telemetry.DeviceTvmSoftwareVulnerabilitiesKB"
+        ).fetchall()
+    )
+    inventory = con.execute(
+        "SELECT DISTINCT CveId, VulnerabilitySeverityLevel "
+        "FROM telemetry.DeviceTvmSoftwareVulnerabilities"
+    ).fetchall()
+    software = con.execute(
+        "SELECT json_array_length(AffectedSoftware) "
+        "FROM telemetry.DeviceTvmSoftwareVulnerabilitiesKB"
+    ).fetchall()
+
+    assert len(catalogue) == len(REFERENCE_ROWS["DeviceTvmSoftwareVulnerabilitiesKB"])
+    assert inventory
+    assert all(catalogue[cve] == level for cve, level in inventory)
+    assert all(length >= 1 for (length,) in software)
+
+
+def test_engine_serves_the_catalogue_whatever_the_window() -> None:
+    """A table without a time column is not emptied by the query window."""
+    settings = SandboxSettings(days=0.05, events_per_hour=100, devices=6, users=8)
+    engine = Engine(settings, SandboxClock(START))
+    engine.load()
+    try:
+        narrow = engine.run(
+            "DeviceTvmSoftwareVulnerabilitiesKB | count",
+            START - timedelta(minutes=1),
+            START,
+        )
+        emails = engine.run(
+            "EmailEvents | where TimeGenerated >= ago(1h) | count",
+            START - timedelta(hours=1),
+            START,
+        )
+    finally:
+        engine.close()
+
+    assert narrow.rows == [[len(REFERENCE_ROWS["DeviceTvmSoftwareVulnerabilitiesKB"])]]
+    assert emails.rows[0][0] > 0
+
+
 def test_fill_leaves_no_scratch_tables() -> None:
     """After a fill only the telemetry tables exist; no scratch table lingers."""
     generator, con = _fresh()
@@ -192,17 +281,26 @@ def test_fill_leaves_no_scratch_tables() -> None:
 CORPUS_HUNTS_WITH_FINDINGS = [
     "Credential Access/LSASSCredDumpProcdump.yaml",
     "Discovery/User&GroupEnumWithNetCommand.yaml",
+    "Email Queries/Phish/Threat classification - BEC LLM detections - daily trend.yaml",
     "Email Queries/QR code/Inbound emails with QR code URLs.yaml",
     "Email Queries/URL Click/User clicks on phishing URLs in emails.yaml",
     "Execution/OfficeAppsLaunchingWscript.yaml",
     "Execution/PowerShellDownloads.yaml",
     "Execution/SuspiciousAppExeutedByWebserver.yaml",
+    "Execution/SuspiciousMshtaUsage.yaml",
+    "Exploits/Print Spooler RCE/SpoolsvSpawningRundll32.yaml",
+    "Exploits/Print Spooler RCE/SuspiciousDLLInSpoolFolder.yaml",
+    "Exploits/Print Spooler RCE/SuspiciousSpoolsvChildProcess.yaml",
     "Exploits/PrintNightmareUsageDetection-CVE-2021-1675.yaml",
+    "Lateral Movement/RemoteFileCreationWithPsExec.yaml",
+    "Persistence/RareProcessAsService.yaml",
     "Persistence/ScheduledTaskCreation.yaml",
     "Privilege Escalation/SAMNameChange_CVE-2021-42278.yaml",
     "Ransomware/DEV-0270/DisableSecurityServiceViaRegistry.yaml",
     "Ransomware/DEV-0270/MDEExclusionUsingPowerShell.yaml",
     "Ransomware/LogDeletionUsingWevtutil.yaml",
+    "Ransomware/PotentialCobaltStrikeRansomwareActivity.yaml",
+    "TVM/Detect_CISA_Alert_AA22-117A2021_Top_Routinely_Exploited_Vulnerabilities.yaml",
 ]
 
 

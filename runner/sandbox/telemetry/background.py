@@ -376,7 +376,7 @@ def load_estate(con: duckdb.DuckDBPyConnection, estate: Estate) -> None:
 def _template_table(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> list[str]:
     """Load a spec's templates, one row per unit of weight; return their columns."""
     target = column_types(spec.parent or spec.table)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for template in spec.templates:
         row = _with_binaries(template)
         row.setdefault("_system", False)

@@ -13,6 +13,7 @@ import structlog
 
 from .background import drop_scratch, insert_background, load_estate
 from .estate import Estate
+from .reference import REFERENCE_ROWS
 from .scene import Row, Scene
 from .schema import DUCKDB_TYPES, column_types, create_tables, time_column
 from .stories import STORIES
@@ -56,8 +57,15 @@ class TelemetryGenerator:
     def create_tables(
         self, con: duckdb.DuckDBPyConnection, schema: str = "telemetry"
     ) -> None:
-        """Create the schema and every table the sandbox serves."""
+        """Create the schema and every table the sandbox serves.
+
+        Reference tables, which have no time column, get their rows here, once.
+        """
         create_tables(con, schema)
+        for table, rows in REFERENCE_ROWS.items():
+            found = con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()
+            if found == (0,):
+                _insert_rows(con, schema, table, rows)
 
     def fill(
         self,
@@ -139,7 +147,7 @@ class TelemetryGenerator:
         by_table: dict[str, list[Row]] = defaultdict(list)
         for hour, _ in buckets:
             for table, row in self.story_rows(hour):
-                moment = row.get(time_column(table)) or row.get("Timestamp")
+                moment = row.get(time_column(table) or "") or row["Timestamp"]
                 if low <= moment < high:
                     by_table[table].append(row)
 
@@ -165,7 +173,8 @@ def _insert_rows(
     lines = []
     for row in rows:
         out: dict[str, Any] = {c: v for c, v in row.items() if c in structure}
-        out.setdefault("TimeGenerated", row.get("Timestamp"))
+        if "TimeGenerated" in structure:
+            out.setdefault("TimeGenerated", row.get("Timestamp"))
         lines.append(json.dumps(out))
     select = ", ".join(
         f'coalesce(s."{column}", \'\') AS "{column}"'

@@ -7,6 +7,7 @@ product's own normalised copy of Microsoft's published schemas.
 from __future__ import annotations
 
 import json
+from functools import cache
 from pathlib import Path
 
 import duckdb
@@ -39,11 +40,20 @@ DUCKDB_TYPES: dict[str, str] = {
 }
 
 
-def time_column(table: str) -> str:
-    """The column that places a row of ``table`` in time."""
-    names = {column for column, _ in TABLES[table]}
+# Cached: the generator asks once per planted row, tens of thousands per load.
+@cache
+def time_column(table: str) -> str | None:
+    """The column that places a row of ``table`` in time.
 
-    return "Timestamp" if "Timestamp" in names else "TimeGenerated"
+    ``None`` for reference tables such as DeviceTvmSoftwareVulnerabilitiesKB,
+    whose rows describe the world rather than an event.
+    """
+    names = {column for column, _ in TABLES[table]}
+    for column in ("Timestamp", "TimeGenerated"):
+        if column in names:
+            return column
+
+    return None
 
 
 def column_types(table: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import endpoint_stories as endpoint
+from . import exploit_stories as exploit
 from . import identity_stories as identity
 from .scene import Scene
 
@@ -230,5 +231,49 @@ DeviceEvents
 | where ActionType == 'UserAccountAddedToLocalGroup'
 """,
         endpoint.local_admin_added,
+    ),
+    _story(
+        "print-spooler-exploit",
+        "DeviceFileEvents DeviceImageLoadEvents DeviceProcessEvents",
+        "The print spooler loads a dropped driver DLL from its Old folder and "
+        "starts commands as SYSTEM (CVE-2021-34527).",
+        """
+DeviceImageLoadEvents
+| where InitiatingProcessFileName =~ 'spoolsv.exe'
+| where FolderPath contains @'spool\\drivers\\x64\\3\\Old'
+""",
+        exploit.print_spooler_exploit,
+    ),
+    _story(
+        "rare-service-beacon",
+        "DeviceEvents DeviceProcessEvents",
+        "A randomly named service binary starts rundll32.exe without arguments.",
+        """
+DeviceProcessEvents
+| where InitiatingProcessParentFileName =~ 'services.exe'
+| where FileName =~ 'rundll32.exe' and ProcessCommandLine =~ 'rundll32.exe'
+""",
+        exploit.rare_service_beacon,
+    ),
+    _story(
+        "psexec-remote-copy",
+        "DeviceProcessEvents DeviceFileEvents",
+        "PsExec copies its service and a payload to the ADMIN$ share of three servers.",
+        """
+DeviceFileEvents
+| where InitiatingProcessFileName =~ 'PsExec.exe' and FolderPath startswith @'\\\\'
+""",
+        exploit.psexec_remote_copy,
+    ),
+    _story(
+        "mshta-inline-script",
+        "DeviceProcessEvents",
+        "mshta.exe runs an inline about: script that starts a PowerShell download.",
+        """
+DeviceProcessEvents
+| where InitiatingProcessFileName =~ 'mshta.exe'
+| where InitiatingProcessCommandLine contains '<script>'
+""",
+        exploit.mshta_inline_script,
     ),
 ]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .reference import severity
+
 Template = dict[str, Any]
 
 _USER_HOME = "C:\\Users\\{user}"
@@ -938,6 +940,40 @@ MAIL_TEMPLATES.append(
     )
 )
 
+# Business email compromise: plain-text asks from a look-alike executive that
+# carry no link or file, so only the language-model filter's intent
+# classification (ThreatClassification) explains why they were junked.
+for _subject, _classification in (
+    ("Quick favour - gift cards for the team offsite", "Gift card"),
+    ("Updated bank details for my salary before Friday", "Payroll"),
+):
+    MAIL_TEMPLATES.append(
+        dict(
+            MAIL_TEMPLATES[0],
+            SenderDisplayName="Megan Bowen (CEO)",
+            SenderFromAddress="megan.bowen.office@outlook-mail.biz",
+            SenderMailFromAddress="megan.bowen.office@outlook-mail.biz",
+            SenderFromDomain="outlook-mail.biz",
+            SenderMailFromDomain="outlook-mail.biz",
+            SenderIPv4="193.29.57.140",
+            Subject=_subject,
+            DeliveryAction="Junked",
+            DeliveryLocation="Junk folder",
+            LatestDeliveryAction="Junked",
+            LatestDeliveryLocation="Junk folder",
+            ThreatTypes="Phish",
+            ThreatNames="",
+            ThreatClassification=_classification,
+            DetectionMethods='{"Phish":["Impersonation user"]}',
+            ConfidenceLevel='{"Phish":"High"}',
+            UrlCount=0,
+            AttachmentCount=0,
+            _url="",
+            _attachment="",
+            _weight=1,
+        )
+    )
+
 IDENTITY_LOGON_TEMPLATES: list[Template] = [
     {
         "ActionType": action,
@@ -1194,34 +1230,32 @@ VULNERABILITY_TEMPLATES: list[Template] = [
         "SoftwareName": software,
         "SoftwareVersion": version,
         "CveId": cve,
-        "VulnerabilitySeverityLevel": severity,
+        "VulnerabilitySeverityLevel": severity(cve),
         "RecommendedSecurityUpdate": update,
         "RecommendedSecurityUpdateId": update_id,
         "CveTags": [],
         "_weight": 1,
     }
-    for vendor, software, version, cve, severity, update, update_id in [
+    for vendor, software, version, cve, update, update_id in [
         (
             "microsoft",
             "windows_11",
             "10.0.22631.4317",
             "CVE-2024-43491",
-            "Critical",
             "October 2024 Security Updates",
             "5044284",
         ),
-        ("google", "chrome", "130.0.6723.59", "CVE-2024-10487", "High", "", ""),
-        ("apache", "log4j", "2.14.1", "CVE-2021-44228", "Critical", "", ""),
+        ("google", "chrome", "130.0.6723.59", "CVE-2024-10487", "", ""),
+        ("apache", "log4j", "2.14.1", "CVE-2021-44228", "", ""),
         (
             "microsoft",
             "exchange_server",
             "15.1.2375.7",
             "CVE-2021-34473",
-            "Critical",
             "July 2021 Security Updates",
             "5004780",
         ),
-        ("7-zip", "7-zip", "23.01", "CVE-2024-11477", "High", "", ""),
+        ("7-zip", "7-zip", "23.01", "CVE-2024-11477", "", ""),
     ]
 ]
 
