@@ -26,7 +26,7 @@ import structlog
 
 from .quotas import dotnet_timespan
 from .settings import SandboxClock, SandboxSettings
-from .telemetry import TABLES, TelemetryGenerator
+from .telemetry import TABLES, TelemetryGenerator, time_column
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +35,13 @@ SCHEMA = "telemetry"
 _INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "UTINYINT", "USMALLINT"}
 _LONG_TYPES = {"BIGINT", "HUGEINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
 _MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist", re.IGNORECASE)
-_MISSING_COLUMN = re.compile(r'Referenced column "([^"]+)" not found', re.IGNORECASE)
+# DuckDB names a missing column in two ways: not found in the FROM clause, or
+# found only in the SELECT list being built ("referenced before it is defined").
+_MISSING_COLUMN = re.compile(
+    r'(?:Referenced column "([^"]+)" not found'
+    r'|Column "([^"]+)" referenced that exists in the SELECT clause)',
+    re.IGNORECASE,
+)
 
 
 class QueryFailed(Exception):
@@ -214,12 +220,15 @@ class Engine:
     def _create_views(
         self, cursor: duckdb.DuckDBPyConnection, lower: datetime, upper: datetime
     ) -> None:
-        for table, columns in TABLES.items():
+        for table in TABLES:
             source = f'{SCHEMA}."{table}"'
-            if any(name == "Timestamp" for name, _ in columns):
+            # Reference tables (the vulnerability catalogue) have no event time
+            # and are served whole, whatever the window.
+            column = time_column(table)
+            if column is not None:
                 where = (
-                    f"WHERE Timestamp >= TIMESTAMP '{lower.isoformat(sep=' ')}' "
-                    f"AND Timestamp <= TIMESTAMP '{upper.isoformat(sep=' ')}'"
+                    f"WHERE \"{column}\" >= TIMESTAMP '{lower.isoformat(sep=' ')}' "
+                    f"AND \"{column}\" <= TIMESTAMP '{upper.isoformat(sep=' ')}'"
                 )
             else:
                 where = ""
@@ -387,7 +396,7 @@ def _binder_failure(error: duckdb.BinderException) -> QueryFailed:
     match = _MISSING_COLUMN.search(str(error))
     if match is None:
         return QueryFailed("semantic", str(error))
-    name = match.group(1)
+    name = match.group(1) or match.group(2)
 
     return QueryFailed(
         "missing_column",
