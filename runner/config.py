@@ -164,6 +164,8 @@ class Settings:
     sandbox: Mapping[str, Any]
     data_window: timedelta
     source_dir: Path
+    # Pending deliveries the outbox holds before hunts stop fetching.
+    outbox_capacity: int = 1_000_000
 
 
 _SECTIONS = (
@@ -368,14 +370,22 @@ class _Loader:
             default_sinks = hunt_defaults.sinks
 
         state_path = Path("state/hunt-runner.db")
+        outbox_capacity = 1_000_000
         if "state" in sections:
             section = sections["state"]
             fields = self.fields(section)
             mapping = fields.mapping(("state",), section.value) or {}
-            fields.known_keys(("state",), mapping, ("path",))
+            fields.known_keys(("state",), mapping, ("path", "outbox_capacity"))
             if "path" in mapping:
                 text = fields.string(("state", "path"), mapping["path"])
                 state_path = Path(text) if text else state_path
+            if "outbox_capacity" in mapping:
+                outbox_capacity = (
+                    fields.integer(
+                        ("state", "outbox_capacity"), mapping["outbox_capacity"], low=1
+                    )
+                    or outbox_capacity
+                )
 
         log_level, log_format = "info", "auto"
         if "logging" in sections:
@@ -419,6 +429,7 @@ class _Loader:
             default_sinks=default_sinks,
             hunt_defaults=hunt_defaults,
             state_path=state_path,
+            outbox_capacity=outbox_capacity,
             log_level=log_level,
             log_format=log_format,
             sandbox=sandbox,

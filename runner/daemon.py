@@ -84,11 +84,13 @@ class Runtime:
         for tenant in settings.tenants:
             self.limiter.add(tenant.name, tenant.limits)
             self.clients[tenant.name] = self._client(tenant)
-        self.outbox = Outbox(settings.state_path)
+        self.outbox = Outbox(settings.state_path, capacity=settings.outbox_capacity)
         self._stack.callback(self.outbox.close)
         sinks = [(spec, build_sink(spec)) for spec in settings.sinks]
         self.dispatcher = Dispatcher(
-            self.outbox, sinks, dead_letter_dir=settings.state_path.parent / "dead-letter"
+            self.outbox,
+            sinks,
+            dead_letter_dir=settings.state_path.parent / "dead-letter",
         )
         self.dispatcher.start()
         self._stack.push_async_callback(self.dispatcher.aclose)
@@ -110,7 +112,9 @@ class Runtime:
 
         sandbox_settings = SandboxSettings.from_mapping(dict(self.settings.sandbox))
         sandbox = await self._stack.enter_async_context(Sandbox(sandbox_settings))
-        log.info("sandbox.embedded", base_url=sandbox.base_url, ca_file=str(sandbox.ca_path))
+        log.info(
+            "sandbox.embedded", base_url=sandbox.base_url, ca_file=str(sandbox.ca_path)
+        )
 
         return sandbox
 
@@ -197,7 +201,7 @@ class Runtime:
         )
 
     def _enqueued(self, count: int) -> None:
-        """A run put *count* deliveries in the outbox: count them and wake the workers."""
+        """A run queued *count* deliveries: count them and wake the workers."""
         self.outbox.added(count)
         self.dispatcher.notify()
 
@@ -231,7 +235,7 @@ class Runtime:
         return [result for batch in batches for result in batch]
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """Run hunts on their schedules until *stop* is set, then finish what is in flight."""
+        """Run hunts on schedule until *stop* is set, then finish what is in flight."""
         from runner.schedule import build_scheduler
 
         in_flight: set[asyncio.Task[Any]] = set()
@@ -273,7 +277,7 @@ def _proof(credential: Any) -> ClientCredential:
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:
-    """SIGINT and SIGTERM set *stop*: the daemon finishes its work in flight and exits."""
+    """SIGINT and SIGTERM set *stop*: the daemon finishes work in flight, exits."""
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
