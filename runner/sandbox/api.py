@@ -194,9 +194,12 @@ class HuntingApi:
         except QueryFailed as failure:
             return call.query_error(failure)
 
-        self.quotas.charge(tenant, result.wall_seconds * self.settings.cost_factor)
+        # The figure charged is the figure reported in Stats, so a client that
+        # budgets by Stats sees exactly what the quota counts.
+        charged = result.wall_seconds * self.settings.cost_factor
+        self.quotas.charge(tenant, charged)
         call.rows = len(result.rows)
-        body = call.body(result, self.engine.rows_loaded)
+        body = call.body(result, self.engine.rows_loaded, charged)
         if call.fault == "truncated":
             data = json.dumps(body).encode()
             return web.Response(
@@ -304,7 +307,9 @@ class _Call:
 
         return self.error(400, code, failure.message)
 
-    def body(self, result: QueryResult, rows_loaded: int) -> dict[str, Any]:
+    def body(
+        self, result: QueryResult, rows_loaded: int, cpu_seconds: float
+    ) -> dict[str, Any]:
         names = [column.name for column in result.columns]
         results = [dict(zip(names, row, strict=True)) for row in result.rows]
         if self.graph:
@@ -317,7 +322,7 @@ class _Call:
                 ],
                 "results": results,
             }
-        cpu = dotnet_timespan(result.cpu_seconds)
+        cpu = dotnet_timespan(cpu_seconds)
 
         return {
             "Stats": {

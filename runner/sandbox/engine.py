@@ -73,7 +73,6 @@ class QueryResult:
     columns: list[Column]
     rows: list[list[Any]]
     wall_seconds: float
-    cpu_seconds: float
     size_bytes: int
     truncated: bool
 
@@ -168,7 +167,6 @@ class Engine:
         started_wall = time.perf_counter()
         # XXX: process CPU time also counts other threads (live arrival, a
         # concurrent query), so Stats may overstate one query's CPU a little.
-        started_cpu = time.process_time()
         try:
             self._create_views(cursor, _naive(lower), _naive(upper))
             timer.start()
@@ -203,7 +201,6 @@ class Engine:
         finally:
             timer.stop()
             wall_seconds = time.perf_counter() - started_wall
-            cpu_seconds = time.process_time() - started_cpu
             cursor.close()
 
         rows, size_bytes = _serialise(columns, raw_rows, size_cap)
@@ -212,7 +209,6 @@ class Engine:
             columns=columns,
             rows=rows,
             wall_seconds=wall_seconds,
-            cpu_seconds=cpu_seconds,
             size_bytes=size_bytes,
             truncated=truncated,
         )
