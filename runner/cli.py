@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_problems(error.problems)
         return EXIT_CONFIG
     except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        # The reader went away (``status | head``): stop quietly, and point
+        # stdout at /dev/null so the interpreter's final flush does not fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
 
 
@@ -325,9 +331,8 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, default=str))
         return EXIT_OK
     for tenant, snapshot in report["tenants"].items():
-        print(f"tenant {tenant} (as of {snapshot.pop('updated_at')})")
-        for key, value in snapshot.items():
-            print(f"  {key}: {json.dumps(value, default=str)}")
+        for line in _tenant_lines(tenant, snapshot):
+            print(line)
     print()
     print(f"{'hunt':40} {'tenant':12} {'status':7} {'rows':>6} window end")
     for run in report["runs"]:
@@ -337,6 +342,43 @@ def _status(args: argparse.Namespace) -> int:
         )
 
     return EXIT_OK
+
+
+def _tenant_lines(tenant: str, snapshot: dict[str, Any]) -> list[str]:
+    """A tenant's limiter snapshot as a few readable lines for ``status``."""
+    from runner.durations import format_duration
+
+    def instant(epoch: float | None) -> str:
+        return f"{datetime.fromtimestamp(epoch, UTC):%Y-%m-%d %H:%M:%S}Z"
+
+    lines = [f"tenant {tenant} (as of {snapshot.get('updated_at')})"]
+    for level in snapshot.get("calls", []):
+        per = format_duration(timedelta(seconds=level["per_seconds"]))
+        text = (
+            f"  calls  {level['used']:>6} of {level['count']:<6} per {per:<5}"
+            f" {level['left']} left"
+        )
+        if level.get("blocked_until"):
+            text += f", closed by a 429 until {instant(level['blocked_until'])}"
+        lines.append(text)
+    for level in snapshot.get("cpu", []):
+        per = format_duration(timedelta(seconds=level["per_seconds"]))
+        used, budget = f"{level['used_s']:.0f}s", f"{level['budget_s']:.0f}s"
+        left = f"{level['left_s']:.0f}s"
+        text = f"  cpu    {used:>6} of {budget:<6} per {per:<5} {left} left"
+        if level.get("reserved_s"):
+            text += f" ({level['reserved_s']:.0f}s reserved by running queries)"
+        lines.append(text)
+    lines.append(
+        f"  queue  {snapshot.get('queue_depth', 0)} waiting, "
+        f"{snapshot.get('running', 0)} running; "
+        f"{snapshot.get('waits', 0)} waits ({snapshot.get('wait_total_s', 0)}s), "
+        f"{snapshot.get('throttled', 0)} 429s"
+    )
+    if snapshot.get("paused_until"):
+        lines.append(f"  paused after a 429 until {instant(snapshot['paused_until'])}")
+
+    return lines
 
 
 def _health(args: argparse.Namespace) -> int:

@@ -411,7 +411,9 @@ class _Loader:
         sandbox: Mapping[str, Any] = {}
         if "sandbox" in sections and sections["sandbox"].value is not None:
             section = sections["sandbox"]
-            sandbox = self.fields(section).mapping(("sandbox",), section.value) or {}
+            fields = self.fields(section)
+            sandbox = fields.mapping(("sandbox",), section.value) or {}
+            _check_sandbox(fields, sandbox)
 
         data_window = timedelta(days=30)
         if "data_window" in sections:
@@ -898,6 +900,22 @@ class _Loader:
             changes["sinks"] = names
 
         return replace(base, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _check_sandbox(fields: Fields, mapping: Mapping[str, Any]) -> None:
+    """Report a bad ``sandbox:`` setting at its line, as the daemon would refuse it."""
+    from runner.sandbox.settings import SandboxSettings, SettingsError
+
+    try:
+        SandboxSettings.from_mapping(dict(mapping))
+    except SettingsError as error:
+        where, _, message = str(error).partition(": ")
+        path: list[str | int] = []
+        for part in re.findall(r"[^.\[\]]+|\[\d+\]", where):
+            path.append(int(part[1:-1]) if part.startswith("[") else part)
+        if path[:1] != ["sandbox"]:
+            path.insert(0, "sandbox")
+        fields.fail(tuple(path), message)
 
 
 def _count(fields: Fields, at: YamlPath, amount: Any) -> int | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import Any
@@ -35,6 +36,8 @@ from runner.state import State
 log = structlog.get_logger(__name__)
 
 STATUS_INTERVAL = 10.0
+# The limiter's levels also go to the log, at most this often (real seconds).
+STATUS_LOG_INTERVAL = 60.0
 
 
 class Runtime:
@@ -80,6 +83,7 @@ class Runtime:
         self.session = aiohttp.ClientSession(trust_env=False)
         self._stack.push_async_callback(self.session.close)
         self.limiter = Limiter(self.clock)
+        self._status_logged_at = time.monotonic()
         self._stack.push_async_callback(self.limiter.aclose)
         for tenant in settings.tenants:
             self.limiter.add(tenant.name, tenant.limits)
@@ -221,15 +225,25 @@ class Runtime:
             records[0], among=hunt.sinks or self.settings.default_sinks
         )
 
-    def publish_status(self) -> None:
-        """Write each tenant's limiter snapshot to the state file for ``status``."""
+    def publish_status(self, *, force_log: bool = False) -> None:
+        """Write each tenant's limiter snapshot to the state file for ``status``.
+
+        Every ``STATUS_LOG_INTERVAL`` seconds, and when *force_log* is set, the
+        same snapshot is logged as ``limiter.status``.
+        """
+        now = time.monotonic()
+        due = force_log or now - self._status_logged_at >= STATUS_LOG_INTERVAL
         for tenant, snapshot in self.limiter.snapshot().items():
             self.state.put_tenant_status(tenant, snapshot)
+            if due:
+                log.info("limiter.status", **snapshot)
+        if due:
+            self._status_logged_at = now
 
     async def run_once(self, *, drain_timeout: float = 300.0) -> list[RunResult]:
         """Every enabled hunt once over its current window, then deliver everything."""
         batches = await asyncio.gather(*(self.executor.run(h) for h in self.hunts))
-        self.publish_status()
+        self.publish_status(force_log=True)
         await self.dispatcher.drain(drain_timeout)
 
         return [result for batch in batches for result in batch]
@@ -262,7 +276,7 @@ class Runtime:
             if in_flight:
                 log.info("daemon.finishing", runs_in_flight=len(in_flight))
                 await asyncio.gather(*in_flight, return_exceptions=True)
-            self.publish_status()
+            self.publish_status(force_log=True)
             await self.dispatcher.drain(30.0)
             log.info("daemon.stopped")
 

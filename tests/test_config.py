@@ -477,6 +477,34 @@ def test_state_logging_window_and_sandbox_sections(
     assert settings.source_dir == folder
 
 
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ("sandbox:\n  seed: 3\n  dayz: 2\n", "c.yaml:2: sandbox: unknown key(s) dayz"),
+        (
+            "sandbox:\n  quotas:\n    calls:\n      - {calls: 4, window_seconds: x}\n",
+            "c.yaml:5: sandbox.quotas.calls[0].window_seconds: expected float",
+        ),
+        (
+            "sandbox:\n  live_arrival: 1\n",
+            "c.yaml:3: sandbox.live_arrival: expected true or false",
+        ),
+        (
+            "sandbox:\n  faults:\n    sequence: [ok, teapot]\n",
+            "c.yaml:3: sandbox.faults: unknown fault 'teapot'",
+        ),
+    ],
+)
+def test_bad_sandbox_settings_are_problems_at_their_line(
+    tmp_path: Path, section: str, expected: str
+) -> None:
+    """A sandbox: typo is caught when loading, not as a crash when the daemon starts."""
+    folder = tmp_path / "etc"
+    write(folder, "c.yaml", "tenants: {sandbox: {cloud: sandbox}}\n" + section)
+    (problem,) = problems_in(folder)
+    assert problem.startswith(expected)
+
+
 def test_a_missing_folder_or_an_empty_one_is_a_problem(tmp_path: Path) -> None:
     """No folder, or a folder without YAML files, gives one problem and no settings."""
     assert load_config(tmp_path / "nope") == (

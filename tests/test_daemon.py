@@ -153,6 +153,12 @@ async def test_every_run_logs_one_canonical_event(tmp_path: Path) -> None:
     assert event["calls"] == 1 and event["rows"] > 0
     assert not [e for e in events if e["event"] == "hunt.failed"]
 
+    # The limiter's levels reach the log too, not only the state file.
+    (status,) = [e for e in events if e["event"] == "limiter.status"]
+    assert status["tenant"] == "lab" and status["throttled"] == 0
+    assert status["calls"][0]["used"] == 1
+    assert {"queue_depth", "cpu", "waits"} <= set(status)
+
 
 async def test_rejected_query_fails_its_hunt_only(tmp_path: Path) -> None:
     """A query the service rejects fails that hunt with its message; others run."""

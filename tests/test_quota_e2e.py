@@ -317,24 +317,37 @@ async def test_status_shows_quota_state_per_tenant(
         results = await runtime.run_once()
     capsys.readouterr()
 
-    assert cli.main(["status", "--config", str(tmp_path)]) == 0
-    shown = capsys.readouterr().out
+    assert cli.main(["status", "--config", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
     assert all(result.ok for result in results)
-    assert "tenant alpha" in shown
-    fields = dict(
-        line.strip().split(": ", 1)
-        for line in shown.splitlines()
-        if line.startswith("  ") and ": " in line
-    )
-    calls = json.loads(fields["calls"])
-    cpu = json.loads(fields["cpu"])
+    alpha = report["tenants"]["alpha"]
+    calls, cpu = alpha["calls"], alpha["cpu"]
     assert [(window["count"], window["per_seconds"]) for window in calls] == [
         (6, 1.0),
         (100, 3600.0),
     ]
     assert calls[1]["used"] >= 8 and calls[1]["left"] == 100 - calls[1]["used"]
     assert cpu[0]["budget_s"] == 600 and 0 < cpu[0]["left_s"] < 600
-    assert fields["queue_depth"] == "0"
-    assert int(fields["waits"]) > 0 and float(fields["wait_total_s"]) > 0
-    assert int(fields["throttled"]) == len(tap.seen[sandbox.demo.tenant_id].refused)
-    assert int(fields["throttled"]) > 0
+    assert alpha["queue_depth"] == 0
+    assert alpha["waits"] > 0 and alpha["wait_total_s"] > 0
+    throttled = len(tap.seen[sandbox.demo.tenant_id].refused)
+    assert alpha["throttled"] == throttled > 0
+    assert {run["hunt"] for run in report["runs"]} == {h.id for h in hunts}
+
+    # The same figures, for people.
+    assert cli.main(["status", "--config", str(tmp_path)]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0].startswith("tenant alpha (as of ")
+    assert shown[1].split() == [
+        "calls",
+        str(calls[0]["used"]),
+        "of",
+        "6",
+        "per",
+        "1s",
+        f"{calls[0]['left']}",
+        "left",
+    ]
+    assert f"{calls[1]['used']} of 100" in shown[2]
+    assert shown[3].split()[2:6] == ["of", "600s", "per", "1h"]
+    assert f"{throttled} 429s" in shown[4] and "0 waiting" in shown[4]
