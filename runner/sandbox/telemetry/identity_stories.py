@@ -6,6 +6,7 @@ in ``stories.py`` says what each one is and which query finds it.
 
 from __future__ import annotations
 
+from .estate import User
 from .scene import Scene
 
 
@@ -104,6 +105,42 @@ def inbox_rule(scene: Scene) -> None:
     )
 
 
+def _inbound_mail(scene: Scene, user: User, message: str, **fields: object) -> None:
+    """One inbound message to *user*; *fields* give the sender and the verdict."""
+    row: dict[str, object] = {
+        "Timestamp": scene.at(0),
+        "NetworkMessageId": message,
+        "InternetMessageId": f"<{scene.hexdigits(20)}@mail-relay.example.net>",
+        "RecipientEmailAddress": user.upn,
+        "RecipientObjectId": user.object_id,
+        "EmailDirection": "Inbound",
+        "DeliveryAction": "Delivered",
+        "DeliveryLocation": "Inbox/folder",
+        "LatestDeliveryAction": "Delivered",
+        "LatestDeliveryLocation": "Inbox/folder",
+        "UrlCount": 0,
+        "AttachmentCount": 0,
+        "EmailLanguage": "en",
+        "ReportId": scene.guid(),
+    }
+    row.update(fields)
+    scene.emit("EmailEvents", row)
+
+
+def _mail_url(scene: Scene, message: str, url: str, location: str) -> None:
+    scene.emit(
+        "EmailUrlInfo",
+        {
+            "Timestamp": scene.at(0),
+            "NetworkMessageId": message,
+            "Url": url,
+            "UrlDomain": url.split("/")[2],
+            "UrlLocation": location,
+            "ReportId": scene.guid(),
+        },
+    )
+
+
 def phishing_click(scene: Scene) -> None:
     device, user = scene.workstation(), scene.person()
     message = scene.guid()
@@ -112,48 +149,25 @@ def phishing_click(scene: Scene) -> None:
         "owa/auth/logon.aspx"
     )
     domain = url.split("/")[2]
-    scene.emit(
-        "EmailEvents",
-        {
-            "Timestamp": scene.at(0),
-            "NetworkMessageId": message,
-            "InternetMessageId": f"<{scene.hexdigits(20)}@mail-relay.example.net>",
-            "SenderFromAddress": "security@micros0ft-support.com",
-            "SenderMailFromAddress": "bounce@mail-relay.example.net",
-            "SenderDisplayName": "Microsoft 365 Security",
-            "SenderFromDomain": "micros0ft-support.com",
-            "SenderMailFromDomain": "mail-relay.example.net",
-            "SenderIPv4": f"193.29.13.{scene.rng.randrange(2, 250)}",
-            "RecipientEmailAddress": user.upn,
-            "RecipientObjectId": user.object_id,
-            "Subject": "Unusual sign-in activity - verify your account",
-            "EmailDirection": "Inbound",
-            "DeliveryAction": "Delivered",
-            "DeliveryLocation": "Inbox/folder",
-            "LatestDeliveryAction": "Delivered",
-            "LatestDeliveryLocation": "Inbox/folder",
-            "ThreatTypes": "Phish",
-            "DetectionMethods": '{"Phish":["URL detonation reputation"]}',
-            "ConfidenceLevel": '{"Phish":"Low"}',
-            "UrlCount": 1,
-            "AttachmentCount": 0,
-            "AuthenticationDetails": '{"SPF":"fail","DKIM":"none","DMARC":"fail",'
-            '"CompAuth":"fail"}',
-            "EmailLanguage": "en",
-            "ReportId": scene.guid(),
-        },
+    _inbound_mail(
+        scene,
+        user,
+        message,
+        SenderFromAddress="security@micros0ft-support.com",
+        SenderMailFromAddress="bounce@mail-relay.example.net",
+        SenderDisplayName="Microsoft 365 Security",
+        SenderFromDomain="micros0ft-support.com",
+        SenderMailFromDomain="mail-relay.example.net",
+        SenderIPv4=f"193.29.13.{scene.rng.randrange(2, 250)}",
+        Subject="Unusual sign-in activity - verify your account",
+        ThreatTypes="Phish",
+        DetectionMethods='{"Phish":["URL detonation reputation"]}',
+        ConfidenceLevel='{"Phish":"Low"}',
+        UrlCount=1,
+        AuthenticationDetails='{"SPF":"fail","DKIM":"none","DMARC":"fail",'
+        '"CompAuth":"fail"}',
     )
-    scene.emit(
-        "EmailUrlInfo",
-        {
-            "Timestamp": scene.at(0),
-            "NetworkMessageId": message,
-            "Url": url,
-            "UrlDomain": domain,
-            "UrlLocation": "Body",
-            "ReportId": scene.guid(),
-        },
-    )
+    _mail_url(scene, message, url, "Body")
     scene.emit(
         "UrlClickEvents",
         {
@@ -297,4 +311,50 @@ def ldap_recon(scene: Scene) -> None:
                 "EncryptionType": "Rc4Hmac",
             },
         },
+    )
+
+
+def qr_code_phish(scene: Scene) -> None:
+    user = scene.person()
+    message = scene.guid()
+    _inbound_mail(
+        scene,
+        user,
+        message,
+        SenderFromAddress="dse@docusign-esign.net",
+        SenderMailFromAddress="bounce@docusign-esign.net",
+        SenderDisplayName="DocuSign",
+        SenderFromDomain="docusign-esign.net",
+        SenderMailFromDomain="docusign-esign.net",
+        SenderIPv4=f"45.153.241.{scene.rng.randrange(2, 250)}",
+        Subject="Your document is ready: scan to review and sign",
+        UrlCount=1,
+        AuthenticationDetails='{"SPF":"pass","DKIM":"pass","DMARC":"pass",'
+        '"CompAuth":"pass"}',
+    )
+    _mail_url(
+        scene,
+        message,
+        f"https://docusign-esign.net/s/{scene.hexdigits(12)}",
+        "QRCode",
+    )
+
+
+def bec_impersonation(scene: Scene) -> None:
+    user = scene.person()
+    _inbound_mail(
+        scene,
+        user,
+        scene.guid(),
+        SenderFromAddress="megan.bowen.office@outlook-mail.biz",
+        SenderMailFromAddress="megan.bowen.office@outlook-mail.biz",
+        SenderDisplayName="Megan Bowen (CEO)",
+        SenderFromDomain="outlook-mail.biz",
+        SenderMailFromDomain="outlook-mail.biz",
+        SenderIPv4="193.29.57.140",
+        Subject="Are you at your desk? I need a quick task done today",
+        ThreatTypes="Phish",
+        ThreatClassification="Task",
+        DetectionMethods='{"Phish":["Impersonation user"]}',
+        ConfidenceLevel='{"Phish":"Low"}',
     )

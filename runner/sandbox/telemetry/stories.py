@@ -122,6 +122,31 @@ UrlClickEvents
         identity.phishing_click,
     ),
     _story(
+        "qr-code-phish",
+        "EmailEvents EmailUrlInfo",
+        "A look-alike e-signature mail hides its link in a QR code and reaches "
+        "the inbox.",
+        """
+EmailEvents
+| where EmailDirection == 'Inbound' and DeliveryAction == 'Delivered'
+| join kind=inner (EmailUrlInfo | where UrlLocation == 'QRCode') on NetworkMessageId
+""",
+        identity.qr_code_phish,
+    ),
+    _story(
+        "bec-impersonation",
+        "EmailEvents",
+        "A look-alike of the CEO asks for an urgent task in a mail with no link "
+        "or file; its intent is classified, but at low confidence it still "
+        "reaches the inbox.",
+        """
+EmailEvents
+| where ThreatClassification in ('Task', 'Gift card', 'Payroll', 'Invoice')
+| where DeliveryAction == 'Delivered'
+""",
+        identity.bec_impersonation,
+    ),
+    _story(
         "shadow-copy-deletion",
         "DeviceProcessEvents AlertInfo AlertEvidence",
         "vssadmin or wmic deletes volume shadow copies.",
