@@ -145,12 +145,18 @@ def _load(args: argparse.Namespace) -> tuple[Any, list[Any], int]:
     """Settings, the hunts that loaded, and how many problems the others had.
 
     Each problem is logged as one ``config.problem`` event naming file and
-    line; the hunts without problems still load and run.
+    line; the hunts without problems still load and run. A hunt naming a
+    tenant or sink the configuration lacks is left out, like a broken file.
     """
     from runner.hunts import load_hunts
+    from runner.validate import reference_problems
 
     settings = _load_settings(args)
     hunts, problems = load_hunts(args.jobs or [Path("jobs")], settings.hunt_defaults)
+    unknown = reference_problems(hunts, settings)
+    broken = {problem.path for problem in unknown}
+    hunts = [hunt for hunt in hunts if hunt.source not in broken]
+    problems += unknown
     for problem in problems:
         log.error(
             "config.problem",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,14 @@ from typing import Any
 from apscheduler.triggers.cron import CronTrigger
 
 from runner.errors import Problem
-from runner.yamlio import Document, Fields, YamlPath, is_yaml_file, read_yaml
+from runner.yamlio import (
+    Document,
+    Fields,
+    YamlPath,
+    dotted,
+    is_yaml_file,
+    read_yaml,
+)
 
 __all__ = [
     "SEVERITIES",
@@ -127,6 +134,18 @@ class Hunt:
     source: str
     line: int
     kind: str
+    # (dotted key, line) of the file's top-level keys and their list items,
+    # so that a problem found later (an unknown tenant) names its own line.
+    key_lines: tuple[tuple[str, int], ...] = field(default=(), compare=False)
+
+    def line_of(self, *keys: str) -> int:
+        """The line of the first of *keys* the file has, else the query's line."""
+        lines = dict(self.key_lines)
+        for key in keys:
+            if key in lines:
+                return lines[key]
+
+        return self.line
 
 
 @dataclass(frozen=True)
@@ -464,6 +483,11 @@ def _build(
         source=fields.document.source,
         line=fields.document.line(("query",)),
         kind=kind,
+        key_lines=tuple(
+            (dotted(path), line)
+            for path, line in fields.document.keys.items()
+            if len(path) == 1 or (len(path) == 2 and isinstance(path[1], int))
+        ),
     )
 
     return None if fields.problems else hunt

@@ -22,7 +22,13 @@ from runner.config import Settings, load_config
 from runner.errors import ConfigError, Problem
 from runner.hunts import Hunt, HuntDefaults, HuntFile, load_hunt_files
 
-__all__ = ["check_references", "kql_problems", "sink_problems", "validate_paths"]
+__all__ = [
+    "check_references",
+    "kql_problems",
+    "reference_problems",
+    "sink_problems",
+    "validate_paths",
+]
 
 # The daemon prepends the window as two lets; a query may use both names, so
 # it is checked with the same two lines in front.
@@ -113,38 +119,50 @@ def _file_line(outcome: HuntFile, query_line: int) -> int:
 
 def check_references(hunts: Sequence[Hunt], settings: Settings) -> list[Problem]:
     """Problems in what hunts refer to: tenants, sinks, and the data window."""
-    tenants = {tenant.name for tenant in settings.tenants}
-    sinks = {spec.name for spec in settings.sinks}
-    problems = []
+    problems = reference_problems(hunts, settings)
     for hunt in hunts:
-        for name in hunt.tenants:
-            if name not in tenants:
-                problems.append(
-                    Problem(
-                        hunt.source,
-                        hunt.line,
-                        f"tenants: no tenant named {name!r}; configured tenants "
-                        f"are {', '.join(sorted(tenants)) or 'none'}",
-                    )
-                )
-        for name in hunt.sinks:
-            if name not in sinks:
-                problems.append(
-                    Problem(
-                        hunt.source,
-                        hunt.line,
-                        f"sinks: no sink named {name!r}; configured sinks are "
-                        f"{', '.join(sorted(sinks)) or 'none'}",
-                    )
-                )
         if hunt.lookback + hunt.delay > settings.data_window:
             problems.append(
                 Problem(
                     hunt.source,
-                    hunt.line,
+                    hunt.line_of("lookback", "delay"),
                     f"lookback: {hunt.lookback} plus delay reaches past the "
                     f"{settings.data_window.days}-day data window",
                 )
             )
+
+    return problems
+
+
+def reference_problems(hunts: Sequence[Hunt], settings: Settings) -> list[Problem]:
+    """Tenants and sinks that hunts name but the configuration does not have.
+
+    A hunt with such a problem cannot run as written: an unknown tenant has
+    no client, and rows for an unknown sink would be delivered nowhere.
+    """
+    tenants = {tenant.name for tenant in settings.tenants}
+    sinks = {spec.name for spec in settings.sinks}
+    problems = []
+    for hunt in hunts:
+        for index, name in enumerate(hunt.tenants):
+            if name not in tenants:
+                problems.append(
+                    Problem(
+                        hunt.source,
+                        hunt.line_of(f"tenants[{index}]", "tenants"),
+                        f"tenants: no tenant named {name!r}; configured tenants "
+                        f"are {', '.join(sorted(tenants)) or 'none'}",
+                    )
+                )
+        for index, name in enumerate(hunt.sinks):
+            if name not in sinks:
+                problems.append(
+                    Problem(
+                        hunt.source,
+                        hunt.line_of(f"sinks[{index}]", "sinks"),
+                        f"sinks: no sink named {name!r}; configured sinks are "
+                        f"{', '.join(sorted(sinks)) or 'none'}",
+                    )
+                )
 
     return problems

@@ -66,6 +66,25 @@ def test_run_once_exits_2_on_a_broken_hunt_but_runs_the_rest(
     assert "bad.yaml:2" in capsys.readouterr().err
 
 
+def test_run_once_leaves_out_hunts_naming_unknown_tenants_or_sinks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hunt naming an unknown tenant or sink is a problem at its line; others run."""
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "good.yaml").write_text("name: Good\nquery: DeviceInfo | take 2\n")
+    (jobs / "tenant.yaml").write_text("tenants: [nope]\nquery: DeviceInfo | take 1\n")
+    (jobs / "sink.yaml").write_text("sinks: [nope]\nquery: DeviceInfo | take 1\n")
+    status = main(
+        ["run", "--once", "--config", str(_config(tmp_path)), "--jobs", str(jobs)]
+    )
+    err = capsys.readouterr().err
+    assert status == EXIT_CONFIG
+    assert f"{jobs / 'tenant.yaml'}:1: tenants: no tenant named 'nope'" in err
+    assert f"{jobs / 'sink.yaml'}:1: sinks: no sink named 'nope'" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.jsonl"]
+
+
 def test_query_prints_json_rows(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -100,15 +100,15 @@ def test_references_to_tenants_and_sinks_are_checked(tmp_path: Path) -> None:
     assert validate_paths([hunt], config) == [
         Problem(
             str(hunt),
-            1,
+            2,
             "tenants: no tenant named 'contoso'; configured tenants are sandbox",
         ),
         Problem(
-            str(hunt), 1, "sinks: no sink named 'file'; configured sinks are files"
+            str(hunt), 3, "sinks: no sink named 'file'; configured sinks are files"
         ),
         Problem(
             str(hunt),
-            1,
+            4,
             "lookback: 31 days, 0:00:00 plus delay reaches past the 30-day data window",
         ),
     ]
@@ -158,3 +158,19 @@ def test_the_sentinel_corpus_gives_three_known_problems() -> None:
         "query: KQL syntax error (query line 8, column 1): extraneous input "
         "'EmailEvents' expecting {<EOF>, ';'}"
     )
+
+
+def test_unknown_references_are_reported_at_their_own_line(tmp_path: Path) -> None:
+    """An unknown tenant or sink is reported at the line of the list item naming it."""
+    config = tmp_path / "config"
+    write(config, "c.yaml", SANDBOX_CONFIG)
+    hunt = write(
+        tmp_path / "jobs",
+        "h.yaml",
+        "query: |\n  T\ntenants:\n  - sandbox\n  - contoso\nsinks:\n  - nope\n",
+    )
+    problems = validate_paths([hunt], config)
+    assert [(p.line, p.message.split(";")[0]) for p in problems] == [
+        (5, "tenants: no tenant named 'contoso'"),
+        (7, "sinks: no sink named 'nope'"),
+    ]
