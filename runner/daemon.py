@@ -255,13 +255,19 @@ class Runtime:
         in_flight: set[asyncio.Task[Any]] = set()
 
         async def job(hunt: Hunt) -> None:
-            task = asyncio.current_task()
-            assert task is not None
+            # The run is a task of its own: APScheduler's executor cancels the
+            # jobs it started when the scheduler shuts down, and a stop must let
+            # runs in flight finish instead.
+            task = asyncio.ensure_future(self.executor.run(hunt))
             in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
             try:
-                await self.executor.run(hunt)
-            finally:
-                in_flight.discard(task)
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if task.cancelled():
+                    raise
+                # Only this wrapper was cancelled (shutdown); the run goes on
+                # and the shutdown below waits for it.
 
         scheduler = build_scheduler(self.hunts, job)
         scheduler.start()

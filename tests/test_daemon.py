@@ -260,3 +260,40 @@ def test_sigterm_finishes_work_in_flight_and_exits_zero(tmp_path: Path) -> None:
     assert "hunt.completed" in events
     assert "daemon.stopped" in events
     assert State(tmp_path / "state.db").watermark("appdata", "lab") is not None
+
+
+def test_sigterm_during_a_run_lets_the_run_finish(tmp_path: Path) -> None:
+    """SIGTERM while a query is in flight: the run completes and its rows are kept."""
+    import signal
+
+    config = _write_config(tmp_path, tmp_path / "out", tmp_path / "state.db")
+    with (config / "hunt-runner.yaml").open("a", encoding="utf-8") as handle:
+        handle.write("  extra_latency_seconds: 4\n")
+    jobs = _hunt_file(tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "run"]
+        + ["--config", str(config), "--jobs", str(jobs)],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if '"daemon.started"' in line:
+            break
+    # The first run starts at once and its query takes four seconds.
+    time.sleep(1.5)
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=60)
+    events = [
+        json.loads(line)["event"]
+        for line in seen + rest.splitlines()
+        if line.startswith("{")
+    ]
+    assert process.returncode == 0
+    assert "hunt.completed" in events, rest[-3000:]
+    assert "schedule.run_crashed" not in events
+    assert State(tmp_path / "state.db").watermark("appdata", "lab") is not None
+    assert (tmp_path / "out" / "appdata.jsonl").stat().st_size > 0
