@@ -47,6 +47,7 @@ __all__ = [
     "HuntFile",
     "Schedule",
     "Threshold",
+    "cron_trigger",
     "find_hunt_files",
     "load_hunt_file",
     "load_hunt_files",
@@ -604,12 +605,75 @@ def _cron(fields: Fields, path: YamlPath, value: Any) -> str | None:
         return None
     normal = " ".join(text.split())
     try:
-        CronTrigger.from_crontab(normal, timezone="UTC")
+        cron_trigger(normal)
     except ValueError as error:
         fields.fail(path, f"{text!r} is not a 5-field crontab: {error}")
         return None
 
     return normal
+
+
+_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def cron_trigger(crontab: str, *, jitter: int | None = None) -> CronTrigger:
+    """The UTC trigger of a 5-field *crontab*, read as cron reads it.
+
+    APScheduler numbers the days of the week from Monday (0) to Sunday (6);
+    crontab numbers them from Sunday (0 or 7). The day-of-week field is
+    therefore handed over as day names, so ``1-5`` stays Monday to Friday.
+    ``ValueError`` says what is wrong with a bad field.
+    """
+    parts = crontab.split()
+    if len(parts) != 5:
+        raise ValueError(f"Wrong number of fields; got {len(parts)}, expected 5")
+    minute, hour, day, month, day_of_week = parts
+
+    return CronTrigger(
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=_cron_days(day_of_week),
+        timezone="UTC",
+        jitter=jitter,
+    )
+
+
+def _cron_days(text: str) -> str:
+    """A crontab day-of-week field as APScheduler day names (``mon,tue``)."""
+    if text == "*":
+        return text
+    days: set[int] = set()
+    for part in text.split(","):
+        body, slash, step_text = part.partition("/")
+        if slash and (not step_text.isdigit() or int(step_text) == 0):
+            raise ValueError(f"day of week {part!r}: bad step")
+        step = int(step_text) if slash else 1
+        if body == "*":
+            first, last = 0, 6
+        elif "-" in body:
+            low, _, high = body.partition("-")
+            first, last = _cron_day(low), _cron_day(high)
+        else:
+            first = _cron_day(body)
+            last = 7 if slash else first
+        if first > last:
+            raise ValueError(f"day of week {part!r}: the range goes backwards")
+        days.update(day % 7 for day in range(first, last + 1, step))
+
+    return ",".join(_CRON_DAYS[day] for day in sorted(days))
+
+
+def _cron_day(text: str) -> int:
+    if text.lower() in _CRON_DAYS:
+        return _CRON_DAYS.index(text.lower())
+    if text.isdigit() and int(text) <= 7:
+        return int(text)
+
+    raise ValueError(
+        f"day of week {text!r} is not 0-7 (0 and 7 are Sunday) or a day name"
+    )
 
 
 def _operator(fields: Fields, path: YamlPath, value: Any) -> str | None:

@@ -29,7 +29,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from runner.hunts import Hunt
+from runner.hunts import Hunt, cron_trigger
 
 log = structlog.get_logger(__name__)
 
@@ -89,16 +89,7 @@ def trigger_for(hunt: Hunt) -> IntervalTrigger | CronTrigger:
     """The APScheduler trigger of a hunt's schedule, always in UTC."""
     jitter = int(hunt.schedule.jitter.total_seconds()) or None
     if hunt.schedule.cron is not None:
-        minute, hour, day, month, day_of_week = hunt.schedule.cron.split()
-        return CronTrigger(
-            minute=minute,
-            hour=hour,
-            day=day,
-            month=month,
-            day_of_week=day_of_week,
-            timezone=UTC,
-            jitter=jitter,
-        )
+        return cron_trigger(hunt.schedule.cron, jitter=jitter)
     assert hunt.schedule.every is not None
 
     return IntervalTrigger(

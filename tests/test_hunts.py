@@ -391,3 +391,12 @@ def test_sentinel_unknown_keys_are_ignored_and_other_kinds_refused(
         "7: kind: 'NRT' rules are not supported; only Scheduled rules and hunting "
         "queries"
     ]
+
+
+def test_cron_day_of_week_accepts_seven_and_refuses_nonsense(tmp_path: Path) -> None:
+    """7 is Sunday in crontab; a day that is no day is a problem at its line."""
+    path = write(tmp_path, "ok.yaml", "query: T\nschedule: {cron: '0 9 * * 5-7'}\n")
+    assert one(path).schedule.cron == "0 9 * * 5-7"
+    assert problems_of(tmp_path, "query: T\nschedule: {cron: '0 9 * * 8'}\n")[
+        0
+    ].startswith("2: schedule.cron: '0 9 * * 8' is not a 5-field crontab")

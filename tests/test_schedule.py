@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import duckdb_kql
+import pytest
 
 from runner.hunts import Hunt, Schedule
 from runner.schedule import Window, next_window, query_prelude, trigger_for
@@ -87,3 +88,27 @@ def test_cron_and_interval_triggers_are_utc() -> None:
     assert fire == datetime(2026, 12, 3, 12, 15, tzinfo=UTC)
     interval = trigger_for(_hunt())
     assert interval.get_next_fire_time(None, NOW).tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    ("crontab", "weekdays"),
+    [
+        ("0 9 * * 1", ["Monday"]),
+        ("0 9 * * 1-5", ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]),
+        ("0 9 * * 0", ["Sunday"]),
+        ("0 9 * * 7", ["Sunday"]),
+        ("0 9 * * 6,0", ["Saturday", "Sunday"]),
+        ("0 9 * * */3", ["Sunday", "Wednesday", "Saturday"]),
+        ("0 9 * * mon-fri", ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]),
+    ],
+)
+def test_cron_days_of_week_are_numbered_as_crontab_numbers_them(
+    crontab: str, weekdays: list[str]
+) -> None:
+    """Day-of-week numbers mean what they mean in crontab: 0 and 7 are Sunday."""
+    trigger = trigger_for(_hunt(schedule=Schedule(every=None, cron=crontab)))
+    fires, fire = [], NOW
+    while (fire := trigger.get_next_fire_time(None, fire)) < NOW + timedelta(days=7):
+        fires.append(fire.strftime("%A"))
+        fire += timedelta(seconds=1)
+    assert sorted(fires) == sorted(weekdays)
