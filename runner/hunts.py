@@ -28,6 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 from runner.errors import Problem
@@ -616,28 +617,37 @@ def _cron(fields: Fields, path: YamlPath, value: Any) -> str | None:
 _CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
-def cron_trigger(crontab: str, *, jitter: int | None = None) -> CronTrigger:
+def cron_trigger(crontab: str, *, jitter: int | None = None) -> CronTrigger | OrTrigger:
     """The UTC trigger of a 5-field *crontab*, read as cron reads it.
 
     APScheduler numbers the days of the week from Monday (0) to Sunday (6);
     crontab numbers them from Sunday (0 or 7). The day-of-week field is
     therefore handed over as day names, so ``1-5`` stays Monday to Friday.
-    ``ValueError`` says what is wrong with a bad field.
+    When both the day of the month and the day of the week are restricted,
+    cron fires on a day that matches either (``0 0 1 * 1``: the 1st and every
+    Monday), where APScheduler would want both. ``ValueError`` says what is
+    wrong with a bad field.
     """
     parts = crontab.split()
     if len(parts) != 5:
         raise ValueError(f"Wrong number of fields; got {len(parts)}, expected 5")
     minute, hour, day, month, day_of_week = parts
 
-    return CronTrigger(
-        minute=minute,
-        hour=hour,
-        day=day,
-        month=month,
-        day_of_week=_cron_days(day_of_week),
-        timezone="UTC",
-        jitter=jitter,
-    )
+    def cron(day: str, day_of_week: str, jitter: int | None = None) -> CronTrigger:
+        return CronTrigger(
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=_cron_days(day_of_week),
+            timezone="UTC",
+            jitter=jitter,
+        )
+
+    if day.startswith("*") or day_of_week.startswith("*"):
+        return cron(day, day_of_week, jitter)
+
+    return OrTrigger([cron(day, "*"), cron("*", day_of_week)], jitter=jitter)
 
 
 def _cron_days(text: str) -> str:

@@ -26,6 +26,7 @@ from apscheduler.events import (
     JobExecutionEvent,
 )
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -85,7 +86,7 @@ def _kql_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def trigger_for(hunt: Hunt) -> IntervalTrigger | CronTrigger:
+def trigger_for(hunt: Hunt) -> IntervalTrigger | CronTrigger | OrTrigger:
     """The APScheduler trigger of a hunt's schedule, always in UTC."""
     jitter = int(hunt.schedule.jitter.total_seconds()) or None
     if hunt.schedule.cron is not None:

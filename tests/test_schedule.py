@@ -112,3 +112,20 @@ def test_cron_days_of_week_are_numbered_as_crontab_numbers_them(
         fires.append(fire.strftime("%A"))
         fire += timedelta(seconds=1)
     assert sorted(fires) == sorted(weekdays)
+
+
+def test_cron_day_of_month_or_day_of_week_as_in_crontab() -> None:
+    """With both day fields restricted, a cron fires on days matching either one."""
+    trigger = trigger_for(_hunt(schedule=Schedule(every=None, cron="0 0 1 * 1")))
+    fires, fire = [], NOW
+    while (fire := trigger.get_next_fire_time(None, fire)) < NOW + timedelta(days=35):
+        fires.append(fire.date().isoformat())
+        fire += timedelta(seconds=1)
+    assert fires == [
+        "2026-12-07",
+        "2026-12-14",
+        "2026-12-21",
+        "2026-12-28",
+        "2027-01-01",
+        "2027-01-04",
+    ]
