@@ -188,8 +188,11 @@ def read_yaml_text(text: str, source: str) -> tuple[Document | None, list[Proble
         return None, [_marked_problem(source, text, error)]
     except yaml.reader.ReaderError as error:
         return None, [_reader_problem(source, text, error)]
-    except _DuplicateKey as duplicate:
-        return None, [duplicate.problem]
+    except _Refused as refused:
+        return None, [refused.problem]
+    except RecursionError:
+        line = loader.get_mark().line + 1
+        return None, [Problem(source, line, "nested too deeply to be read")]
     finally:
         loader.dispose()
 
@@ -238,7 +241,9 @@ def _marked_problem(source: str, text: str, error: yaml.MarkedYAMLError) -> Prob
     return Problem(source, line, message)
 
 
-class _DuplicateKey(Exception):
+class _Refused(Exception):
+    """A problem found while building: a duplicate key, a tag the text misfits."""
+
     def __init__(self, problem: Problem) -> None:
         self.problem = problem
 
@@ -263,7 +268,7 @@ class _Builder:
                 items.append(self.build(item, (*path, index)))
             return items
 
-        value = self.loader.construct_object(node, deep=True)
+        value = self._construct(node, path)
         if isinstance(node, ScalarNode) and node.style in ("|", ">"):
             self.block_scalars.add(path)
             self.values[path] = node.start_mark.line + 2
@@ -271,6 +276,24 @@ class _Builder:
             self.values[path] = node.start_mark.line + 1
 
         return value
+
+    def _construct(self, node: Node, path: YamlPath) -> Any:
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            # An explicit tag the text does not fit: !!int abc, !!bool maybe.
+            tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+            where = dotted(path)
+            message = f"{node.value!r} cannot be read as {tag}"
+            raise _Refused(
+                Problem(
+                    self.source,
+                    node.start_mark.line + 1,
+                    f"{where}: {message}" if where else message,
+                )
+            ) from None
 
     def _mapping(self, node: MappingNode, path: YamlPath) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
@@ -281,10 +304,10 @@ class _Builder:
                 raise yaml.constructor.ConstructorError(
                     None, None, "a key must be a plain value", key_node.start_mark
                 )
-            key = self.loader.construct_object(key_node)
+            key = self._construct(key_node, path)
             if key in first_line:
                 where = dotted((*path, key))
-                raise _DuplicateKey(
+                raise _Refused(
                     Problem(
                         self.source,
                         line,

@@ -178,6 +178,24 @@ def test_aliases_second_documents_and_control_characters_are_problems() -> None:
         assert [(p.line, p.message) for p in problems] == [expected]
 
 
+def test_tags_the_text_does_not_fit_and_deep_nesting_are_problems() -> None:
+    """An explicit tag that misfits its text, or absurd nesting, is one problem."""
+    cases = {
+        "a: 1\nb: !!int abc\n": (2, "b: 'abc' cannot be read as !!int"),
+        "a: 1\nb: !!float zz\n": (2, "b: 'zz' cannot be read as !!float"),
+        "a: 1\nb: !!bool maybe\n": (2, "b: 'maybe' cannot be read as !!bool"),
+        "a: 1\nb: !!timestamp no\n": (2, "b: 'no' cannot be read as !!timestamp"),
+        "a: 1\nb: " + "[" * 5000 + "]" * 5000 + "\n": (
+            2,
+            "nested too deeply to be read",
+        ),
+    }
+    for text, expected in cases.items():
+        document, problems = read_yaml_text(text, "t.yaml")
+        assert document is None
+        assert [(p.line, p.message) for p in problems] == [expected]
+
+
 def test_missing_file_is_a_problem() -> None:
     """A file that does not exist is one problem naming it as given."""
     assert read_yaml("no/such.yaml") == (
