@@ -13,7 +13,10 @@ from datetime import timedelta
 
 import isodate
 
-__all__ = ["format_duration", "parse_duration"]
+__all__ = ["MAX_DURATION", "format_duration", "parse_duration"]
+
+# The longest duration any setting can mean; ten years.
+MAX_DURATION = timedelta(days=3650)
 
 _SHORT = re.compile(
     r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$"
@@ -32,23 +35,34 @@ def parse_duration(value: object) -> timedelta:
     text = value.strip()
     match = _SHORT.match(text.lower()) if text else None
     if match and any(match.group(unit) for unit in "dhms"):
-        return timedelta(
-            days=int(match.group("d") or 0),
-            hours=int(match.group("h") or 0),
-            minutes=int(match.group("m") or 0),
-            seconds=float(match.group("s") or 0),
+        try:
+            parsed = timedelta(
+                days=int(match.group("d") or 0),
+                hours=int(match.group("h") or 0),
+                minutes=int(match.group("m") or 0),
+                seconds=float(match.group("s") or 0),
+            )
+        except OverflowError:
+            parsed = None
+    elif text[:1] in ("P", "p"):
+        parsed = _iso_duration(text)
+    else:
+        raise ValueError(
+            f"{value!r} is not a duration; write e.g. 30s, 15m, 1h30m, 2d or PT15M"
         )
-    if text[:1] in ("P", "p"):
-        return _iso_duration(text)
+    if parsed is None or parsed > MAX_DURATION:
+        # Times this far back or ahead do not exist for the service (and would
+        # overflow datetime arithmetic).
+        raise ValueError(f"{value!r} is longer than {MAX_DURATION.days}d")
 
-    raise ValueError(
-        f"{value!r} is not a duration; write e.g. 30s, 15m, 1h30m, 2d or PT15M"
-    )
+    return parsed
 
 
-def _iso_duration(text: str) -> timedelta:
+def _iso_duration(text: str) -> timedelta | None:
     try:
         parsed = isodate.parse_duration(text.upper())
+    except OverflowError:
+        return None
     except (isodate.ISO8601Error, ValueError):
         raise ValueError(
             f"{text!r} is not an ISO 8601 duration; write e.g. PT15M, PT1H or P1D"

@@ -400,3 +400,10 @@ def test_cron_day_of_week_accepts_seven_and_refuses_nonsense(tmp_path: Path) -> 
     assert problems_of(tmp_path, "query: T\nschedule: {cron: '0 9 * * 8'}\n")[
         0
     ].startswith("2: schedule.cron: '0 9 * * 8' is not a 5-field crontab")
+
+
+def test_a_lookback_past_any_date_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    """A duration too long for a date (lookback: 999999d) is refused at its line."""
+    assert problems_of(tmp_path, "query: T\nlookback: 999999d\n") == [
+        "2: lookback: '999999d' is longer than 3650d"
+    ]

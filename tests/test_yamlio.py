@@ -251,6 +251,9 @@ def test_durations_in_short_and_iso_forms(text: str, expected: timedelta) -> Non
         ("10:30", "'10:30' is not a duration; write e.g. 30s, 15m, 1h30m, 2d or PT15M"),
         ("P1M", "'P1M' uses months or years; write days instead (P30D)"),
         (True, "True is not a duration; write e.g. 15m, 1h or PT15M"),
+        ("3651d", "'3651d' is longer than 3650d"),
+        ("99999999999d", "'99999999999d' is longer than 3650d"),
+        ("P99999999999D", "'P99999999999D' is longer than 3650d"),
     ],
 )
 def test_durations_without_a_unit_are_refused(value: object, message: str) -> None:
