@@ -219,6 +219,11 @@ _GUID = re.compile(
 )
 _DOMAIN = re.compile(r"^(?=.{4,253}$)([A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The value is not repeated: what was pasted here is often the secret itself.
+_NOT_AN_ENV_NAME = (
+    "is not an environment variable name; give the name of the variable that "
+    "holds the secret, not the secret (the value is not shown)"
+)
 _RATE_TEXT = re.compile(r"^\s*(\S+)\s*(?:/|per)\s*(\S+)\s*$")
 _PEM_BLOCK = re.compile(
     rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL
@@ -578,7 +583,7 @@ class _Loader:
 
         if key == "certificate_env":
             if not _ENV_NAME.match(name):
-                fields.fail(at, f"{name!r} is not an environment variable name")
+                fields.fail(at, _NOT_AN_ENV_NAME)
                 return None
             value = os.environ.get(name)
             if not value:
@@ -606,7 +611,7 @@ class _Loader:
         self, fields: Fields, at: YamlPath, name: str
     ) -> Credential | None:
         if not _ENV_NAME.match(name):
-            fields.fail(at, f"{name!r} is not an environment variable name")
+            fields.fail(at, _NOT_AN_ENV_NAME)
             return None
         try:
             return Credential(kind="secret", secret=secrets.from_env(name))
@@ -696,7 +701,7 @@ class _Loader:
             return username, None
         if key == "proxy_password_env":
             if not _ENV_NAME.match(name):
-                fields.fail(at, f"{name!r} is not an environment variable name")
+                fields.fail(at, _NOT_AN_ENV_NAME)
                 return username, None
             try:
                 return username, secrets.from_env(name)

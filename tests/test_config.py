@@ -169,6 +169,20 @@ def test_missing_secret_variable_names_it_and_its_line(
     ]
 
 
+def test_a_secret_pasted_where_a_variable_name_goes_is_not_repeated(
+    tmp_path: Path,
+) -> None:
+    """A secret written into secret_env instead of a variable name is not echoed."""
+    pasted = "Xy8Q~pasted.secret-value_42"
+    write(tmp_path, "c.yaml", real_tenant(f"secret_env: {pasted}"))
+    problems = problems_in(tmp_path)
+    assert len(problems) == 1
+    assert problems[0].startswith(
+        "c.yaml:5: tenants.contoso.secret_env: is not an environment variable name"
+    )
+    assert pasted not in problems[0]
+
+
 def test_secret_file_is_relative_to_the_config_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
