@@ -58,7 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     folders(query)
     query.add_argument("kql", help="the query text")
     query.add_argument("--tenant", help="tenant name (default: the first)")
-    query.add_argument("--lookback", default="1d", help="window to query (e.g. 1d)")
+    query.add_argument(
+        "--lookback",
+        default="1d",
+        type=_duration_argument,
+        help="window to query (e.g. 1d)",
+    )
     query.add_argument("--json", action="store_true", help="print rows as JSON lines")
 
     listing = commands.add_parser("list", help="hunts, schedules and next runs")
@@ -95,6 +100,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _duration_argument(text: str) -> timedelta:
+    from runner.durations import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.configure("info")
@@ -112,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         _print_problems(error.problems)
         return EXIT_CONFIG
+    except HuntRunnerError as error:
+        # A state file that cannot be read, say: a message, not a traceback.
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_OK
     except BrokenPipeError:
@@ -238,12 +256,11 @@ def _validate(args: argparse.Namespace) -> int:
 def _query(args: argparse.Namespace) -> int:
     from runner.client import timespan
     from runner.daemon import Runtime
-    from runner.durations import parse_duration
     from runner.schedule import Window, query_prelude
 
     settings = _load_settings(args)
     tenant = args.tenant or settings.tenants[0].name
-    lookback = parse_duration(args.lookback)
+    lookback = args.lookback
 
     async def ask() -> Any:
         async with Runtime(settings, []) as runtime:

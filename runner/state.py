@@ -98,6 +98,11 @@ class State:
             outbox.create_schema(self._conn)
         except sqlite3.Error as error:
             raise StateError(f"cannot open state file {self.path}: {error}") from error
+        except OSError as error:
+            # The folder cannot be made: a file in its place, a read-only disk.
+            raise StateError(
+                f"cannot open state file {self.path}: {error.strerror or error}"
+            ) from error
         self._lock = threading.Lock()
 
     def close(self) -> None:

@@ -113,3 +113,48 @@ def test_config_error_exits_2(
     status = main(["run", "--once", "--config", str(config)])
     assert status == EXIT_CONFIG
     assert "hunt-runner.yaml:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["list", "status", "health"])
+def test_a_corrupt_state_file_is_an_error_message_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """A state file that is not a database gives one error naming it, status 1."""
+    config = _config(tmp_path)
+    (tmp_path / "state.db").write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
+    (tmp_path / "jobs").mkdir()
+    args = [command, "--config", str(config)]
+    if command == "list":
+        args += ["--jobs", str(tmp_path / "jobs")]
+    assert main(args) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert f"error: cannot open state file {tmp_path / 'state.db'}" in err
+
+
+def test_a_state_folder_that_cannot_be_made_is_an_error_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A state path under a regular file fails run --once with a message, status 1."""
+    config = _config(tmp_path)
+    text = (config / "hunt-runner.yaml").read_text(encoding="utf-8")
+    (tmp_path / "afile").write_text("")
+    state = tmp_path / "afile" / "state.db"
+    (config / "hunt-runner.yaml").write_text(
+        text.replace(str(tmp_path / "state.db"), str(state)), encoding="utf-8"
+    )
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "good.yaml").write_text("query: DeviceInfo | take 1\n")
+    status = main(["run", "--once", "--config", str(config), "--jobs", str(jobs)])
+    assert status == EXIT_FAILED
+    assert f"cannot open state file {state}" in capsys.readouterr().err
+
+
+def test_query_with_a_bad_lookback_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """query --lookback 15 is refused by argument parsing with what to write."""
+    with pytest.raises(SystemExit) as caught:
+        main(["query", "--config", str(_config(tmp_path)), "--lookback", "15", "T"])
+    assert caught.value.code == 2
+    assert "'15' is not a duration" in capsys.readouterr().err
