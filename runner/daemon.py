@@ -31,7 +31,7 @@ from runner.outbox import Outbox
 from runner.records import Record
 from runner.sinks import build_sink
 from runner.sinks.dispatcher import Dispatcher
-from runner.state import State
+from runner.state import State, exclusive
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +74,9 @@ class Runtime:
 
     async def _start(self) -> None:
         settings = self.settings
+        if self.hunts:
+            # A process that runs hunts owns the watermarks and the outbox.
+            self._stack.enter_context(exclusive(settings.state_path))
         if any(t.cloud == "sandbox" for t in settings.tenants):
             self.sandbox = self._external_sandbox or await self._start_sandbox()
         self.state = State(settings.state_path)

@@ -10,10 +10,13 @@ service sent them, and the tables below hold only names, times and counts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
+import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,6 +79,42 @@ class RunRecord:
     cpu_seconds: float
     duration_s: float
     error: str | None = None
+
+
+@contextlib.contextmanager
+def exclusive(path: Path | str) -> Iterator[None]:
+    """Hold the state file at *path* for this process until the block ends.
+
+    Two daemons on one state file would both run every hunt (twice the quota),
+    move the same watermarks back and forth and deliver the same outbox rows.
+    The second one gets ``StateError`` naming the first one's pid instead. The
+    lock is ``flock`` on ``<state>.lock``, released by the kernel if the
+    process dies.
+    """
+    path = Path(path)
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as error:
+        raise StateError(
+            f"cannot open state file {path}: {error.strerror or error}"
+        ) from error
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            raise StateError(
+                f"state file {path} is in use by another hunt-runner "
+                f"(pid {holder or 'unknown'}); stop it first or give this one "
+                "its own state.path"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _iso(moment: datetime) -> str:

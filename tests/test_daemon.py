@@ -15,6 +15,7 @@ import structlog
 
 from runner.config import load_config
 from runner.daemon import Runtime
+from runner.errors import StateError
 from runner.hunts import load_hunts
 from runner.sandbox import Sandbox, SandboxSettings
 from runner.state import State
@@ -297,3 +298,24 @@ def test_sigterm_during_a_run_lets_the_run_finish(tmp_path: Path) -> None:
     assert "schedule.run_crashed" not in events
     assert State(tmp_path / "state.db").watermark("appdata", "lab") is not None
     assert (tmp_path / "out" / "appdata.jsonl").stat().st_size > 0
+
+
+async def test_a_second_daemon_on_the_same_state_file_is_refused(
+    tmp_path: Path,
+) -> None:
+    """While one runtime runs hunts on a state file, a second one cannot start."""
+    config = _write_config(tmp_path, tmp_path / "out", tmp_path / "state.db")
+    settings, _ = load_config(config)
+    assert settings is not None
+    hunts, _ = load_hunts([_hunt_file(tmp_path)], settings.hunt_defaults)
+
+    async with Sandbox(SandboxSettings.from_mapping(dict(settings.sandbox))) as sandbox:
+        async with Runtime(settings, hunts, sandbox=sandbox):
+            with pytest.raises(StateError) as caught:
+                async with Runtime(settings, hunts, sandbox=sandbox):
+                    pass
+            assert f"state file {settings.state_path} is in use" in str(caught.value)
+            assert f"pid {os.getpid()}" in str(caught.value)
+        # Once the first one stopped, the state file is free again.
+        async with Runtime(settings, hunts, sandbox=sandbox) as runtime:
+            assert [r.ok for r in await runtime.run_once()] == [True]
