@@ -24,7 +24,7 @@ import operator
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -606,9 +606,12 @@ def _cron(fields: Fields, path: YamlPath, value: Any) -> str | None:
         return None
     normal = " ".join(text.split())
     try:
-        cron_trigger(normal)
+        trigger = cron_trigger(normal)
     except ValueError as error:
         fields.fail(path, f"{text!r} is not a 5-field crontab: {error}")
+        return None
+    if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
+        fields.fail(path, f"{text!r} never fires (no such date)")
         return None
 
     return normal

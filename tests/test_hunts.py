@@ -407,3 +407,10 @@ def test_a_lookback_past_any_date_is_a_problem_not_a_crash(tmp_path: Path) -> No
     assert problems_of(tmp_path, "query: T\nlookback: 999999d\n") == [
         "2: lookback: '999999d' is longer than 3650d"
     ]
+
+
+def test_a_cron_that_never_fires_is_a_problem(tmp_path: Path) -> None:
+    """A crontab naming a date that does not exist (30 February) is refused."""
+    assert problems_of(tmp_path, "query: T\nschedule: {cron: '0 0 30 2 *'}\n") == [
+        "2: schedule.cron: '0 0 30 2 *' never fires (no such date)"
+    ]
