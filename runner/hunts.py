@@ -31,6 +31,7 @@ from typing import Any
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
+from runner.durations import format_duration
 from runner.errors import Problem
 from runner.yamlio import (
     Document,
@@ -595,6 +596,15 @@ def read_schedule(
     if "every" not in value and "cron" not in value:
         every, cron = defaults.schedule.every, defaults.schedule.cron
     if (every is None and cron is None) or jitter is None:
+        return None
+    if every is not None and jitter >= every:
+        # APScheduler adds the jitter to each interval after the last fire, so
+        # a jitter this long would stretch every interval by up to itself.
+        fields.fail(
+            (*path, "jitter") if "jitter" in value else path,
+            f"jitter {format_duration(jitter)} must be shorter than the interval "
+            f"({format_duration(every)})",
+        )
         return None
 
     return Schedule(every=every, cron=cron, jitter=jitter)

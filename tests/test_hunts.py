@@ -414,3 +414,11 @@ def test_a_cron_that_never_fires_is_a_problem(tmp_path: Path) -> None:
     assert problems_of(tmp_path, "query: T\nschedule: {cron: '0 0 30 2 *'}\n") == [
         "2: schedule.cron: '0 0 30 2 *' never fires (no such date)"
     ]
+
+
+def test_jitter_as_long_as_the_interval_is_a_problem(tmp_path: Path) -> None:
+    """A jitter not shorter than the schedule's interval is refused at its line."""
+    text = "query: T\nschedule:\n  every: 1m\n  jitter: 1h\n"
+    assert problems_of(tmp_path, text) == [
+        "4: schedule.jitter: jitter 1h must be shorter than the interval (1m)"
+    ]
