@@ -89,7 +89,10 @@ _THRESHOLD_TEXT = re.compile(r"^\s*([<>=!]=?|[A-Za-z]+)\s*(-?\d+)\s*$")
 _GUID = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
-_ID = re.compile(r"^[^\s/\\]{1,200}$")
+_ID = re.compile(r"^[^\s/\\\x00-\x1f\x7f]+$")
+# An id names the file sink's files: with the day and rotation suffixes it
+# must stay under the 255 bytes a file name may have.
+_ID_MAX_BYTES = 200
 
 
 @dataclass(frozen=True)
@@ -421,7 +424,16 @@ def _build(
 
     identifier = read("id", fields.string, stem)
     if identifier is not None and not _ID.match(identifier):
-        fields.fail(("id",), f"{identifier!r} must be one word without / or \\")
+        fields.fail(
+            ("id",),
+            f"{identifier!r} must be one word without / or \\ or control characters",
+        )
+    elif identifier is not None and len(identifier.encode()) > _ID_MAX_BYTES:
+        fields.fail(
+            ("id",),
+            f"must be at most {_ID_MAX_BYTES} bytes in UTF-8 (it names files); "
+            f"this one has {len(identifier.encode())}",
+        )
     name = read("name", fields.string, identifier)
     description = read("description", _text(fields), "")
     query = _query(fields, data)

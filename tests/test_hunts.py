@@ -422,3 +422,17 @@ def test_jitter_as_long_as_the_interval_is_a_problem(tmp_path: Path) -> None:
     assert problems_of(tmp_path, text) == [
         "4: schedule.jitter: jitter 1h must be shorter than the interval (1m)"
     ]
+
+
+def test_ids_that_cannot_name_a_file_are_problems(tmp_path: Path) -> None:
+    """An id with a control character, or too many bytes for a file name, is refused."""
+    assert problems_of(tmp_path, 'query: T\nid: "a\\0b"\n') == [
+        "2: id: 'a\\x00b' must be one word without / or \\ or control characters"
+    ]
+    assert problems_of(tmp_path, 'query: T\nid: "a\\e[31mb"\n')[0].startswith(
+        "2: id: 'a\\x1b[31mb' must be one word"
+    )
+    assert problems_of(tmp_path, "query: T\nid: " + "é" * 101 + "\n") == [
+        "2: id: must be at most 200 bytes in UTF-8 (it names files); this one has 202"
+    ]
+    assert one(write(tmp_path, "ok.yaml", "query: T\nid: " + "é" * 100 + "\n")).id
