@@ -477,8 +477,8 @@ def _build(
         delay=read(
             "delay", lambda path, value: fields.duration(path, value), defaults.delay
         ),
-        tenants=read("tenants", fields.strings, ()),
-        sinks=read("sinks", fields.strings, defaults.sinks),
+        tenants=read("tenants", _names(fields, "every tenant"), ()),
+        sinks=read("sinks", _names(fields, "the default sinks"), defaults.sinks),
         severity=severity,
         tags=tags,
         tactics=tactics,
@@ -554,6 +554,22 @@ def _sentinel_words(
         return (value.strip(),) if value.strip() else ()
 
     return fields.strings((key,), value)
+
+
+def _names(fields: Fields, meaning: str) -> Callable[[YamlPath, Any], Any]:
+    """A non-empty list of names; an empty one would silently mean *meaning*."""
+
+    def read(path: YamlPath, value: Any) -> tuple[str, ...] | None:
+        names = fields.strings(path, value)
+        if names == ():
+            fields.fail(
+                path, f"an empty list is not allowed; leave the key out for {meaning}"
+            )
+            return None
+
+        return names
+
+    return read
 
 
 def _text(fields: Fields) -> Callable[[YamlPath, Any], str | None]:

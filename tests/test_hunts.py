@@ -436,3 +436,12 @@ def test_ids_that_cannot_name_a_file_are_problems(tmp_path: Path) -> None:
         "2: id: must be at most 200 bytes in UTF-8 (it names files); this one has 202"
     ]
     assert one(write(tmp_path, "ok.yaml", "query: T\nid: " + "é" * 100 + "\n")).id
+
+
+def test_empty_tenants_or_sinks_lists_are_problems(tmp_path: Path) -> None:
+    """tenants: [] would run in every tenant and sinks: [] deliver to the defaults."""
+    assert problems_of(tmp_path, "query: T\ntenants: []\nsinks: []\n") == [
+        "2: tenants: an empty list is not allowed; leave the key out for every tenant",
+        "3: sinks: an empty list is not allowed; leave the key out for the default "
+        "sinks",
+    ]
