@@ -47,8 +47,12 @@ def from_env(name: str) -> Secret:
 
 
 def from_file(path: str | Path) -> Secret:
-    """The secret in the file at *path*, trailing newline removed."""
-    value = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    """The secret in the file at *path*, trailing newline and any BOM removed.
+
+    Windows tools (PowerShell 5's ``Set-Content -Encoding UTF8``) write a BOM,
+    which would otherwise become the first character of the secret.
+    """
+    value = Path(path).read_text(encoding="utf-8-sig").rstrip("\r\n")
     if not value:
         raise ValueError(f"secret file {path} is empty")
 

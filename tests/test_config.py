@@ -200,6 +200,16 @@ def test_secret_file_is_relative_to_the_config_folder(
     ]
 
 
+def test_secret_file_written_with_a_bom_and_crlf_gives_the_bare_secret(
+    tmp_path: Path,
+) -> None:
+    """A secret file saved by Windows tools (BOM, CRLF) reads as the secret alone."""
+    (tmp_path / "contoso.txt").write_bytes(b"\xef\xbb\xbfXy8Q~from.windows\r\n")
+    write(tmp_path, "c.yaml", real_tenant("secret_file: contoso.txt"))
+    [tenant] = loaded(tmp_path).tenants
+    assert tenant.credential.secret.reveal() == "Xy8Q~from.windows"
+
+
 def test_certificate_file_gives_key_certificate_and_thumbprint(tmp_path: Path) -> None:
     """A PEM with certificate and key gives both apart and the SHA-1 thumbprint."""
     cert, key, thumbprint = certificate_pem()
