@@ -21,6 +21,7 @@ yields no hunt, and the other files still load.
 from __future__ import annotations
 
 import operator
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -255,16 +256,7 @@ def find_hunt_files(
         path = Path(given)
         if path.is_dir():
             candidates = sorted(
-                (
-                    entry
-                    for entry in path.rglob("*")
-                    if entry.is_file()
-                    and is_yaml_file(entry)
-                    and not any(
-                        part.startswith(".") for part in entry.relative_to(path).parts
-                    )
-                ),
-                key=lambda entry: entry.as_posix(),
+                _yaml_files_under(path, problems), key=lambda entry: entry.as_posix()
             )
         elif path.is_file():
             candidates = [path]
@@ -278,6 +270,27 @@ def find_hunt_files(
                 found.append((candidate, str(candidate)))
 
     return found, problems
+
+
+def _yaml_files_under(folder: Path, problems: list[Problem]) -> list[Path]:
+    """The YAML files under *folder*, hidden entries skipped; a folder that
+    cannot be listed is a problem (its hunts would otherwise vanish unseen)."""
+
+    def unreadable(error: OSError) -> None:
+        where = error.filename or str(folder)
+        problems.append(
+            Problem(str(where), 0, f"cannot read folder: {error.strerror or error}")
+        )
+
+    found = []
+    for parent, folders, names in os.walk(folder, onerror=unreadable):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        for name in names:
+            entry = Path(parent) / name
+            if not name.startswith(".") and is_yaml_file(entry) and entry.is_file():
+                found.append(entry)
+
+    return found
 
 
 def load_hunts(

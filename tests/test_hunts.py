@@ -445,3 +445,56 @@ def test_empty_tenants_or_sinks_lists_are_problems(tmp_path: Path) -> None:
         "3: sinks: an empty list is not allowed; leave the key out for the default "
         "sinks",
     ]
+
+
+def test_a_folder_that_cannot_be_listed_is_a_problem() -> None:
+    """A sub-folder of jobs that cannot be read is reported, not silently skipped."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    # Root reads every folder, so as root the loader runs as nobody.
+    command = [sys.executable]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv to drop privileges")
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        command.append(sys.executable)
+    base = Path(tempfile.mkdtemp(prefix="hunt-runner-perm-"))
+    try:
+        jobs = base / "jobs"
+        (jobs / "ok").mkdir(parents=True)
+        (jobs / "closed").mkdir()
+        (jobs / "ok" / "a.yaml").write_text("query: T\n", encoding="utf-8")
+        (jobs / "closed" / "b.yaml").write_text("query: T\n", encoding="utf-8")
+        for folder in (base, jobs, jobs / "ok"):
+            folder.chmod(0o755)
+        (jobs / "ok" / "a.yaml").chmod(0o644)
+        (jobs / "closed").chmod(0)
+        script = (
+            "import sys\n"
+            "from runner.hunts import HuntDefaults, load_hunts\n"
+            "hunts, problems = load_hunts([sys.argv[1]], HuntDefaults())\n"
+            "print([h.id for h in hunts], [str(p) for p in problems])\n"
+        )
+        shutil.copytree(Path(__file__).parents[1] / "runner", base / "runner")
+        for entry in (base / "runner").rglob("*"):
+            entry.chmod(0o755 if entry.is_dir() else 0o644)
+        done = subprocess.run(
+            [*command, "-c", script, str(jobs)],
+            cwd=base,
+            env={**os.environ, "PYTHONPATH": str(base)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if done.returncode != 0 and "ModuleNotFoundError" in done.stderr:
+            pytest.skip(f"nobody cannot import the dependencies: {done.stderr[-200:]}")
+        assert done.stdout.strip() == (
+            f"['a'] ['{jobs / 'closed'}:0: cannot read folder: Permission denied']"
+        )
+    finally:
+        (jobs / "closed").chmod(0o755)
+        shutil.rmtree(base)
