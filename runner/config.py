@@ -268,16 +268,20 @@ def _config_files(config_dir: Path | str) -> tuple[list[Path], list[Problem]]:
         return [path], []
     if not path.is_dir():
         return [], [Problem(str(config_dir), 0, "no such configuration folder")]
-    files = sorted(
-        (
-            entry
-            for entry in path.iterdir()
-            if entry.is_file()
-            and is_yaml_file(entry)
-            and not entry.name.startswith(".")
-        ),
-        key=lambda entry: entry.name,
-    )
+    try:
+        files = sorted(
+            (
+                entry
+                for entry in path.iterdir()
+                if entry.is_file()
+                and is_yaml_file(entry)
+                and not entry.name.startswith(".")
+            ),
+            key=lambda entry: entry.name,
+        )
+    except OSError as error:
+        reason = error.strerror or str(error)
+        return [], [Problem(str(config_dir), 0, f"cannot read folder: {reason}")]
     if not files:
         return [], [Problem(str(config_dir), 0, "no *.yaml files in this folder")]
 

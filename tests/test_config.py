@@ -539,3 +539,51 @@ def test_a_missing_folder_or_an_empty_one_is_a_problem(tmp_path: Path) -> None:
         None,
         [Problem(str(tmp_path), 0, "no *.yaml files in this folder")],
     )
+
+
+def test_a_configuration_folder_that_cannot_be_listed_is_a_problem() -> None:
+    """An unreadable configuration folder is one problem naming it, not a crash."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    # Root reads every folder, so as root the loader runs as nobody.
+    command = [sys.executable]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv to drop privileges")
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        command.append(sys.executable)
+    base = Path(tempfile.mkdtemp(prefix="hunt-runner-perm-"))
+    closed = base / "config"
+    try:
+        closed.mkdir()
+        base.chmod(0o755)
+        closed.chmod(0)
+        shutil.copytree(Path(__file__).parents[1] / "runner", base / "runner")
+        for entry in (base / "runner").rglob("*"):
+            entry.chmod(0o755 if entry.is_dir() else 0o644)
+        script = (
+            "import sys\n"
+            "from runner.config import load_config\n"
+            "settings, problems = load_config(sys.argv[1])\n"
+            "print(settings, [str(p) for p in problems])\n"
+        )
+        done = subprocess.run(
+            [*command, "-c", script, str(closed)],
+            cwd=base,
+            env={**os.environ, "PYTHONPATH": str(base)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if done.returncode != 0 and "ModuleNotFoundError" in done.stderr:
+            pytest.skip(f"nobody cannot import the dependencies: {done.stderr[-200:]}")
+        assert done.stdout.strip() == (
+            f"None ['{closed}:0: cannot read folder: Permission denied']"
+        ), done.stderr[-2000:]
+    finally:
+        closed.chmod(0o755)
+        shutil.rmtree(base)
