@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -201,8 +202,23 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
 
     async def once() -> int:
-        async with Runtime(settings, hunts) as runtime:
-            results = await runtime.run_once()
+        # SIGINT or SIGTERM stops the runs; what they committed stays (rows not
+        # delivered yet wait in the outbox), the rest is covered next time. The
+        # exit status must not claim that every hunt ran.
+        main = asyncio.current_task()
+        assert main is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, main.cancel)
+        try:
+            async with Runtime(settings, hunts) as runtime:
+                results = await runtime.run_once()
+        except asyncio.CancelledError:
+            log.warning(
+                "run.interrupted",
+                note="runs not finished are covered by the next run's window",
+            )
+            return EXIT_FAILED
         failed = [r for r in results if not r.ok]
         log.info(
             "run.finished",

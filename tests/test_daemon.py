@@ -319,3 +319,40 @@ async def test_a_second_daemon_on_the_same_state_file_is_refused(
         # Once the first one stopped, the state file is free again.
         async with Runtime(settings, hunts, sandbox=sandbox) as runtime:
             assert [r.ok for r in await runtime.run_once()] == [True]
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_once_does_not_exit_zero(
+    tmp_path: Path, signum: str
+) -> None:
+    """SIGINT or SIGTERM during run --once stops it with status 1, not 0 or a kill."""
+    import signal
+
+    config = _write_config(tmp_path, tmp_path / "out", tmp_path / "state.db")
+    with (config / "hunt-runner.yaml").open("a", encoding="utf-8") as handle:
+        handle.write("  extra_latency_seconds: 5\n")
+    jobs = _hunt_file(tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "run", "--once"]
+        + ["--config", str(config), "--jobs", str(jobs)],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if '"sandbox.embedded"' in line:
+            break
+    time.sleep(1.0)
+    process.send_signal(getattr(signal, signum))
+    _, rest = process.communicate(timeout=60)
+    events = [
+        json.loads(line)["event"]
+        for line in seen + rest.splitlines()
+        if line.startswith("{")
+    ]
+    assert process.returncode == 1, rest[-3000:]
+    assert "run.interrupted" in events
+    assert State(tmp_path / "state.db").watermark("appdata", "lab") is None
