@@ -287,8 +287,14 @@ def _yaml_files_under(folder: Path, problems: list[Problem]) -> list[Path]:
         folders[:] = [name for name in folders if not name.startswith(".")]
         for name in names:
             entry = Path(parent) / name
-            if not name.startswith(".") and is_yaml_file(entry) and entry.is_file():
+            if name.startswith(".") or not is_yaml_file(entry):
+                continue
+            if entry.is_file():
                 found.append(entry)
+            elif entry.is_symlink() and not entry.exists():
+                problems.append(
+                    Problem(str(entry), 0, "broken symbolic link; no file behind it")
+                )
 
     return found
 

@@ -498,3 +498,14 @@ def test_a_folder_that_cannot_be_listed_is_a_problem() -> None:
     finally:
         (jobs / "closed").chmod(0o755)
         shutil.rmtree(base)
+
+
+def test_a_broken_symbolic_link_is_a_problem(tmp_path: Path) -> None:
+    """A hunt file that is a link to nothing is reported instead of skipped."""
+    write(tmp_path, "good.yaml", "query: T\n")
+    (tmp_path / "gone.yaml").symlink_to(tmp_path / "moved-away.yaml")
+    hunts, problems = load_hunts([tmp_path], DEFAULTS)
+    assert [hunt.id for hunt in hunts] == ["good"]
+    assert [str(p) for p in problems] == [
+        f"{tmp_path / 'gone.yaml'}:0: broken symbolic link; no file behind it"
+    ]
