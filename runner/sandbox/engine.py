@@ -170,7 +170,14 @@ class Engine:
         try:
             self._create_views(cursor, _naive(lower), _naive(upper))
             timer.start()
-            relation = duckdb_kql.kql(cursor, query, query_now=_naive(self.clock.now()))
+            # The hunting APIs are read-only: ingestion and database commands
+            # would change the shared telemetry or create files on disk.
+            relation = duckdb_kql.kql(
+                cursor,
+                query,
+                query_now=_naive(self.clock.now()),
+                allow_write=False,
+            )
             columns = [
                 Column(name, _dotnet_type(str(kind)))
                 for name, kind in zip(relation.columns, relation.types, strict=True)

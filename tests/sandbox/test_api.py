@@ -441,3 +441,28 @@ async def test_graph_beta_path_and_non_ascii_query(
 
     assert response.status == 200, answer
     assert answer["results"] == [{"signer": "Müller GmbH"}]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ".set-or-replace Scratch <| print x = 1",
+        ".create database scratch persist (@'{path}')",
+    ],
+)
+async def test_write_commands_are_refused_and_change_nothing(
+    demo_app: Any, token: Any, call: Any, tmp_path: Any, command: str
+) -> None:
+    """A hunting call cannot create tables or database files: it is a 400."""
+    bearer = await token(demo_app, "graph")
+    target = tmp_path / "scratch.duckdb"
+
+    status, _, body = await call(
+        "graph", bearer, {"Query": command.format(path=target)}
+    )
+    after, _, lookup = await call("graph", bearer, {"Query": "Scratch | take 1"})
+
+    assert status == 400, body
+    assert not target.exists()
+    assert after == 400
+    assert "'Scratch'" in lookup["error"]["message"]
