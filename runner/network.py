@@ -27,7 +27,6 @@ import os
 import ssl
 import tempfile
 import threading
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,11 +238,15 @@ def proxy_settings(
 
 
 def environment_proxy(target: str) -> str | None:
-    """The proxy URL the environment names for *target*, honouring ``NO_PROXY``."""
-    parts = urlsplit(target)
-    proxies = urllib.request.getproxies()
-    url = proxies.get(parts.scheme) or proxies.get("all")
-    if not url or urllib.request.proxy_bypass(parts.netloc):
+    """The proxy URL the environment names for *target*, honouring ``NO_PROXY``.
+
+    requests decides, as it does for the token requests, so that a ``NO_PROXY``
+    entry (an address range such as ``10.0.0.0/8`` included) means the same on
+    both paths.
+    """
+    proxies = requests.utils.get_environ_proxies(target)
+    url = requests.utils.select_proxy(target, proxies)
+    if not url:
         return None
 
     return url if "://" in url else f"http://{url}"

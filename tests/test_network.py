@@ -217,6 +217,21 @@ async def test_no_proxy_bypasses_the_environment_proxy(
     assert sum(proxy.connects.values()) == 0
 
 
+async def test_no_proxy_cidr_bypasses_the_proxy_for_queries_too(
+    sandbox: Sandbox, secret_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NO_PROXY address range sends queries direct, as it does token requests."""
+    async with ConnectProxy() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.0/8")
+        results = await _run_once(
+            tmp_path, _tenant_yaml(sandbox, "lab", ca_bundle=sandbox.ca_path)
+        )
+
+    assert results["lab"].ok, results["lab"].error
+    assert dict(proxy.connects) == {}
+
+
 async def test_tenant_proxy_with_credentials_overrides_the_environment(
     sandbox: Sandbox, secret_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
