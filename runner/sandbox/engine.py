@@ -11,6 +11,7 @@ with seven fractional digits, dynamic values as parsed JSON.
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import time
@@ -337,15 +338,26 @@ def _value(kind: str, value: Any) -> Any:
     if kind == "Dynamic":
         return _dynamic(value)
 
+    return _real(value)
+
+
+def _real(value: Any) -> Any:
+    # JSON has no NaN or infinities; Kusto writes them as these strings.
+    if isinstance(value, float) and not math.isfinite(value):
+        if math.isnan(value):
+            return "NaN"
+        return "Infinity" if value > 0 else "-Infinity"
+
     return value
 
 
 def _dynamic(value: Any) -> Any:
     if isinstance(value, str):
         try:
-            return json.loads(value)
+            parsed = json.loads(value)
         except ValueError:
             return value
+        return _dynamic(parsed) if isinstance(parsed, dict | list) else _real(parsed)
     if isinstance(value, dict):
         return {str(key): _dynamic_item(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
@@ -366,7 +378,7 @@ def _dynamic_item(value: Any) -> Any:
     if isinstance(value, dict | list | tuple):
         return _dynamic(value)
 
-    return value
+    return _real(value)
 
 
 def _schema_failure(error: duckdb_kql.KqlSchemaError) -> QueryFailed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -466,3 +467,34 @@ async def test_write_commands_are_refused_and_change_nothing(
     assert not target.exists()
     assert after == 400
     assert "'Scratch'" in lookup["error"]["message"]
+
+
+async def test_non_finite_reals_are_valid_json(
+    sandbox: Sandbox, demo_app: Any, token: Any
+) -> None:
+    """NaN and infinities arrive as the strings Kusto writes, never bare NaN tokens."""
+    bearer = await token(demo_app, "xdr")
+    query = (
+        "print n = real(nan), p = real(+inf), m = real(-inf), d = pack_array(real(nan))"
+    )
+
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            sandbox.base_url + "/api/advancedhunting/run",
+            json={"Query": query},
+            headers={"Authorization": f"Bearer {bearer}"},
+            ssl=sandbox.client_ssl_context(),
+        ) as response,
+    ):
+        text = await response.text()
+
+    assert response.status == 200, text
+    body = json.loads(text, parse_constant=_refuse_constant)
+    assert body["Results"] == [
+        {"n": "NaN", "p": "Infinity", "m": "-Infinity", "d": ["NaN"]}
+    ]
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
