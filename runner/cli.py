@@ -458,9 +458,19 @@ def _sandbox(args: argparse.Namespace) -> int:
         if settings is None:
             raise ConfigError(problems)
         section = dict(settings.sandbox)
-    asyncio.run(
-        serve(SandboxSettings.from_mapping(section), args.host, args.port, args.ca_out)
-    )
+    try:
+        asyncio.run(
+            serve(
+                SandboxSettings.from_mapping(section), args.host, args.port, args.ca_out
+            )
+        )
+    except OSError as error:
+        # A port in use, an unwritable --ca-out: say so in one line.
+        print(
+            f"error: the sandbox could not start on {args.host}:{args.port}: {error}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
 
     return EXIT_OK
 

@@ -111,7 +111,13 @@ class Sandbox:
         return self._certificates.client_context()
 
     async def __aenter__(self) -> Sandbox:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            # A start that fails half-way (a port in use) leaves no key files
+            # or threads behind.
+            await self.stop()
+            raise
         return self
 
     async def __aexit__(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import ssl
+import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from runner.cli import main
 from runner.sandbox import Sandbox, SandboxSettings, serve
 from runner.sandbox.engine import QueryFailed
 
@@ -157,3 +160,37 @@ async def test_serve_stops_cleanly_on_sigterm() -> None:
         await asyncio.wait_for(task, 10)
 
     assert events[-1]["event"] == "sandbox.stopped"
+
+
+async def test_failed_start_leaves_no_files_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sandbox that cannot listen removes its key files and raises."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError):
+            async with Sandbox(SMALL, port=taken.getsockname()[1]):
+                pass
+
+    assert list(scratch.iterdir()) == []
+
+
+def test_sandbox_command_on_a_busy_port_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``hunt-runner sandbox`` on a port in use exits 1 with a one-line error."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["sandbox", "--port", str(port)])
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"error: the sandbox could not start on 127.0.0.1:{port}" in err
+    assert "address already in use" in err
+    assert "Traceback" not in err
