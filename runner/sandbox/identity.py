@@ -50,6 +50,15 @@ APIS: dict[str, Api] = {
 }
 
 
+@dataclass(frozen=True)
+class RegisteredCertificate:
+    """A certificate credential: the key that verifies assertions, and its validity."""
+
+    public_key: Any
+    not_valid_before: datetime
+    not_valid_after: datetime
+
+
 @dataclass
 class RegisteredClient:
     """An application registration: its tenant and its credentials."""
@@ -57,8 +66,8 @@ class RegisteredClient:
     client_id: str
     tenant_id: str
     secrets: list[str] = field(default_factory=list)
-    # SHA-1 and SHA-256 thumbprints (hex) of each certificate, to its public key.
-    certificates: dict[str, Any] = field(default_factory=dict)
+    # SHA-1 and SHA-256 thumbprints (hex) of each certificate, to the certificate.
+    certificates: dict[str, RegisteredCertificate] = field(default_factory=dict)
     withhold_roles: bool = False
 
 
@@ -82,10 +91,14 @@ class ClientRegistry:
             certificate = x509.load_pem_x509_certificate(
                 client.certificate_pem.encode()
             )
-            public_key = certificate.public_key()
+            entry = RegisteredCertificate(
+                public_key=certificate.public_key(),
+                not_valid_before=certificate.not_valid_before_utc,
+                not_valid_after=certificate.not_valid_after_utc,
+            )
             for algorithm in (hashes.SHA1(), hashes.SHA256()):
                 registered.certificates[certificate.fingerprint(algorithm).hex()] = (
-                    public_key
+                    entry
                 )
 
         return registered
@@ -363,8 +376,8 @@ class Identity:
                 f"AADSTS50027: JWT token is invalid or malformed: {error}.",
             ) from error
         thumbprint = _header_thumbprint(header)
-        public_key = client.certificates.get(thumbprint or "")
-        if public_key is None:
+        registered = client.certificates.get(thumbprint or "")
+        if registered is None:
             raise TokenRefused(
                 401,
                 "invalid_client",
@@ -374,10 +387,25 @@ class Identity:
                 f"key was not found., Thumbprint of key used by client: "
                 f"'{(thumbprint or '').upper()}']",
             )
+        now_instant = self.clock.now()
+        if not (
+            registered.not_valid_before <= now_instant <= registered.not_valid_after
+        ):
+            raise TokenRefused(
+                401,
+                "invalid_client",
+                700027,
+                "AADSTS700027: The certificate with identifier used to sign the "
+                "client assertion is expired on application. [Reason - The key used "
+                "is expired., Thumbprint of key used by client: "
+                f"'{(thumbprint or '').upper()}', Found key 'Start="
+                f"{registered.not_valid_before:%m/%d/%Y %H:%M:%S}, End="
+                f"{registered.not_valid_after:%m/%d/%Y %H:%M:%S}']",
+            )
         try:
             claims = jwt.decode(
                 assertion,
-                public_key,
+                registered.public_key,
                 algorithms=["RS256", "PS256"],
                 options={
                     "verify_exp": False,

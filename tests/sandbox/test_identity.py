@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -245,3 +246,28 @@ async def test_client_in_another_tenant_is_not_found(
 
     assert result["error"] == "unauthorized_client"
     assert result["error_codes"] == [700016]
+
+
+async def test_expired_registered_certificate_is_refused(
+    sandbox: Sandbox, make_app: Any, get_token: Any
+) -> None:
+    """A certificate past its validity signs no usable assertion: AADSTS700027."""
+    tenant_id, client_id = str(uuid.uuid4()), str(uuid.uuid4())
+    ended = datetime.now(UTC) - timedelta(days=1)
+    cert_pem, key_pem, thumbprint = make_client_certificate(
+        "expired", not_valid_before=ended - timedelta(days=30), not_valid_after=ended
+    )
+    sandbox.register_client(
+        ClientSettings(
+            client_id=client_id, tenant_id=tenant_id, certificate_pem=cert_pem
+        )
+    )
+    app = make_app(
+        client_id, {"private_key": key_pem, "thumbprint": thumbprint}, tenant_id
+    )
+
+    result = await get_token(app, "graph")
+
+    assert result.get("error") == "invalid_client", result
+    assert result["error_codes"] == [700027]
+    assert "expired" in result["error_description"]
