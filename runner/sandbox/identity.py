@@ -445,10 +445,19 @@ class Identity:
                 "'client_id' parameter.",
             )
         now = self.clock.time()
-        expires = float(claims.get("exp", 0))
-        not_before = float(claims.get("nbf", claims.get("iat", 0)))
-        valid_from = _entra_time(datetime.fromtimestamp(not_before, UTC))
-        valid_until = _entra_time(datetime.fromtimestamp(expires, UTC))
+        try:
+            expires = float(claims.get("exp", 0))
+            not_before = float(claims.get("nbf", claims.get("iat", 0)))
+            valid_from = _entra_time(datetime.fromtimestamp(not_before, UTC))
+            valid_until = _entra_time(datetime.fromtimestamp(expires, UTC))
+        except (TypeError, ValueError, OverflowError, OSError) as error:
+            raise TokenRefused(
+                401,
+                "invalid_client",
+                50027,
+                "AADSTS50027: JWT token is invalid or malformed: its exp, nbf or iat "
+                "claim is not a time in seconds.",
+            ) from error
         if not (
             not_before - ASSERTION_CLOCK_SKEW_SECONDS
             <= now

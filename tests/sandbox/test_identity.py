@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -271,3 +272,42 @@ async def test_expired_registered_certificate_is_refused(
     assert result.get("error") == "invalid_client", result
     assert result["error_codes"] == [700027]
     assert "expired" in result["error_description"]
+
+
+@pytest.mark.parametrize("expiry", ["soon", 1e300])
+async def test_assertion_with_a_malformed_expiry_is_an_entra_error(
+    sandbox: Sandbox, expiry: Any
+) -> None:
+    """An assertion whose exp is not a usable time gets Entra's error, not a 500."""
+    tenant_id, client_id = str(uuid.uuid4()), str(uuid.uuid4())
+    cert_pem, key_pem, thumbprint = make_client_certificate("malformed")
+    sandbox.register_client(
+        ClientSettings(
+            client_id=client_id, tenant_id=tenant_id, certificate_pem=cert_pem
+        )
+    )
+    token_url = f"{sandbox.base_url}/{tenant_id}/oauth2/v2.0/token"
+    x5t = base64.urlsafe_b64encode(bytes.fromhex(thumbprint)).rstrip(b"=").decode()
+    assertion = jwt.encode(
+        {"aud": token_url, "iss": client_id, "sub": client_id, "exp": expiry},
+        key_pem,
+        algorithm="RS256",
+        headers={"x5t": x5t},
+    )
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": client_id,
+        "scope": "https://graph.microsoft.com/.default",
+        "client_assertion_type": (
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        ),
+        "client_assertion": assertion,
+    }
+
+    response = await asyncio.to_thread(
+        requests.post, token_url, data=form, verify=str(sandbox.ca_path), timeout=10
+    )
+
+    assert response.status_code == 401, response.text
+    assert response.json()["error"] == "invalid_client"
+    assert response.json()["error_codes"] == [50027]
