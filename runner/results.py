@@ -64,10 +64,14 @@ def _first(body: Mapping[str, Any], *keys: str) -> Any:
 
 def parse_response(body: Mapping[str, Any]) -> QueryResult:
     """Normalise a hunting response of either shape; ``ValueError`` if it is neither."""
+    if not isinstance(body, Mapping):
+        raise ValueError(f"response is a JSON {type(body).__name__}, not an object")
     schema = _first(body, "schema", "Schema")
     results = _first(body, "results", "Results")
     if not isinstance(results, list):
         raise ValueError("response has no results list")
+    if schema is not None and not isinstance(schema, list):
+        raise ValueError("response schema is not a list")
     columns = tuple(
         Column(str(_first(c, "name", "Name")), str(_first(c, "type", "Type")))
         for c in (schema or [])
@@ -88,8 +92,9 @@ def parse_response(body: Mapping[str, Any]) -> QueryResult:
 def _cpu_seconds(stats: Any) -> float | None:
     if not isinstance(stats, Mapping):
         return None
-    cpu = (stats.get("resource_usage") or {}).get("cpu") or {}
-    total = cpu.get("total cpu")
+    usage = stats.get("resource_usage")
+    cpu = usage.get("cpu") if isinstance(usage, Mapping) else None
+    total = cpu.get("total cpu") if isinstance(cpu, Mapping) else None
     if not isinstance(total, str):
         return None
     try:

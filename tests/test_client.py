@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 import stamina
+from aiohttp import web
 
-from runner import clouds
+from runner import clouds, network
 from runner.auth import ClientCredential, TokenProvider
 from runner.client import HuntingClient, ssl_context
-from runner.errors import AuthError, QueryError, ServerError
+from runner.errors import AuthError, QueryError, ServerError, TransportError
 from runner.sandbox import FaultSettings, Sandbox, SandboxSettings
+from runner.sandbox.certs import make_server_certificates
 from runner.secrets import Secret
 
 QUERY = "DeviceInfo | take 3"
@@ -137,3 +140,66 @@ async def test_retries_are_bounded(sandbox: Sandbox) -> None:
             with pytest.raises(ServerError) as caught:
                 await _client(sandbox, session).query(QUERY)
     assert caught.value.code == "UnknownError"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"null",
+        b"[1, 2]",
+        b'{"schema": 5, "results": []}',
+    ],
+)
+async def test_answer_that_is_not_a_result_object_is_a_transport_error(
+    sandbox: Sandbox, tmp_path: Path, body: bytes
+) -> None:
+    """A 200 whose JSON is not a hunting result fails as a TransportError, retried."""
+    certificates = make_server_certificates(tmp_path)
+    hits = 0
+
+    async def answer(request: web.Request) -> web.Response:
+        nonlocal hits
+        hits += 1
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post(clouds.QUERY_PATHS["graph"], answer)
+    gateway = web.AppRunner(app)
+    await gateway.setup()
+    await web.TCPSite(
+        gateway, "127.0.0.1", 0, ssl_context=certificates.server_context()
+    ).start()
+    endpoints = clouds.resolve(
+        "commercial",
+        "graph",
+        sandbox.demo.tenant_id,
+        authority=f"{sandbox.base_url}/{sandbox.demo.tenant_id}",
+        api_base=f"https://127.0.0.1:{gateway.addresses[0][1]}",
+    )
+    tokens = TokenProvider(
+        "lab",
+        client_id=sandbox.demo.client_id,
+        credential=ClientCredential(secret=sandbox.demo.client_secret),
+        authority=endpoints.authority,
+        scope=endpoints.scope,
+        verify=str(sandbox.ca_path),
+    )
+    try:
+        with stamina.set_testing(True, attempts=10, cap=True):
+            async with aiohttp.ClientSession() as session:
+                client = HuntingClient(
+                    "lab",
+                    endpoints=endpoints,
+                    tokens=tokens,
+                    session=session,
+                    ssl=network.ssl_context(certificates.ca_path, "replace"),
+                    max_retries=1,
+                )
+                with pytest.raises(TransportError) as caught:
+                    await client.query(QUERY)
+    finally:
+        tokens.close()
+        await gateway.cleanup()
+
+    assert str(caught.value).startswith("tenant lab: malformed response body")
+    assert hits == 2

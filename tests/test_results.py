@@ -50,6 +50,14 @@ def test_legacy_shape_carries_cpu_from_stats() -> None:
     assert result.execution_seconds == pytest.approx(0.25)
 
 
+@pytest.mark.parametrize("usage", ["busy", {"cpu": "00:00:01"}, [1]])
+def test_stats_of_an_unexpected_shape_give_no_cpu(usage: object) -> None:
+    """Stats whose resource_usage is not the documented mapping mean unknown CPU."""
+    result = parse_response({"Stats": {"resource_usage": usage}, "Results": []})
+
+    assert result.cpu_seconds is None
+
+
 def test_body_without_results_is_rejected() -> None:
     """A body with no results list is a ValueError, not an empty result."""
     with pytest.raises(ValueError):
