@@ -162,6 +162,9 @@ class HuntingApi:
             response.headers["Retry-After"] = f"{refusal.retry_after:.3f}"
             return response
 
+        # The request is read before any fault: a client that gives up during
+        # a slow answer must not leave a half-read body behind.
+        query, window = await self._read_body(request, call)
         call.fault = self.faults.next(call.api.name)
         if call.fault == "reset":
             _reset(request)
@@ -183,7 +186,6 @@ class HuntingApi:
         if call.fault == "slow":
             await asyncio.sleep(self.faults.settings.slow_seconds)
 
-        query, window = await self._read_body(request, call)
         if self.settings.extra_latency_seconds > 0:
             await asyncio.sleep(self.settings.extra_latency_seconds)
         loop = asyncio.get_running_loop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import aiohttp
@@ -114,3 +115,23 @@ def test_unknown_fault_is_rejected() -> None:
     """A fault name the sandbox does not know is a settings error naming it."""
     with pytest.raises(SettingsError, match="'teapot'"):
         FaultSettings(sequence=("teapot",))
+
+
+async def test_client_gone_during_a_slow_answer_logs_no_server_error(
+    faults_cleared: Sandbox,
+    demo_app: Any,
+    token: Any,
+    call: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that times out on a slow fault leaves no traceback in the logs."""
+    faults_cleared.set_faults(FaultSettings(sequence=("slow",), slow_seconds=0.3))
+    bearer = await token(demo_app, "graph")
+
+    with caplog.at_level(logging.ERROR), pytest.raises(asyncio.TimeoutError):
+        await call("graph", bearer, QUERY, timeout=0.1)
+    await asyncio.sleep(0.6)
+    status, _, _ = await call("graph", bearer, QUERY)
+
+    assert status == 200
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
