@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote_plus
 
 import jwt
 import structlog
@@ -248,6 +249,7 @@ class Identity:
         form = await request.post()
         tenant = request.match_info["tenant"]
         fields = {key: str(value) for key, value in form.items()}
+        fields.update(_basic_credentials(request.headers.get("Authorization")))
         try:
             client, api = self._authenticate(request, tenant, fields)
         except TokenRefused as refusal:
@@ -557,6 +559,25 @@ class Identity:
         }
 
         return web.json_response(body, status=refusal.status)
+
+
+def _basic_credentials(authorization: str | None) -> dict[str, str]:
+    """``client_id`` and ``client_secret`` from HTTP Basic (client_secret_basic).
+
+    RFC 6749 form-encodes both before joining them, so they are decoded here.
+    """
+    scheme, _, encoded = (authorization or "").partition(" ")
+    if scheme.lower() != "basic":
+        return {}
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except ValueError:
+        return {}
+    client_id, separator, secret = decoded.partition(":")
+    if not separator:
+        return {}
+
+    return {"client_id": unquote_plus(client_id), "client_secret": unquote_plus(secret)}
 
 
 def _header_thumbprint(header: dict[str, Any]) -> str | None:

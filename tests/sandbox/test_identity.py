@@ -311,3 +311,34 @@ async def test_assertion_with_a_malformed_expiry_is_an_entra_error(
     assert response.status_code == 401, response.text
     assert response.json()["error"] == "invalid_client"
     assert response.json()["error_codes"] == [50027]
+
+
+async def test_client_secret_basic_is_accepted(sandbox: Sandbox) -> None:
+    """The advertised client_secret_basic method (HTTP Basic) gets a token too."""
+    discovery = await asyncio.to_thread(
+        requests.get,
+        f"{sandbox.base_url}/{sandbox.demo.tenant_id}/v2.0/.well-known/"
+        "openid-configuration",
+        verify=str(sandbox.ca_path),
+        timeout=10,
+    )
+    document = discovery.json()
+    assert "client_secret_basic" in document["token_endpoint_auth_methods_supported"]
+
+    response = await asyncio.to_thread(
+        requests.post,
+        document["token_endpoint"],
+        data={
+            "grant_type": "client_credentials",
+            "scope": "https://graph.microsoft.com/.default",
+        },
+        auth=(sandbox.demo.client_id, sandbox.demo.client_secret.reveal()),
+        verify=str(sandbox.ca_path),
+        timeout=10,
+    )
+
+    assert response.status_code == 200, response.text
+    claims = jwt.decode(
+        response.json()["access_token"], options={"verify_signature": False}
+    )
+    assert claims["appid"] == sandbox.demo.client_id
