@@ -111,7 +111,9 @@ def requests_verify(
         return False
     _check_mode(mode)
     if not ca_bundle:
-        return True
+        # The system store, as aiohttp trusts; requests alone would use certifi
+        # and miss a corporate CA installed system-wide.
+        return _system_store()
     if mode == "replace":
         return str(ca_bundle)
 
@@ -134,6 +136,16 @@ def combined_bundle(ca_bundle: str | Path) -> str:
         _combined[key] = name
 
         return name
+
+
+def _system_store() -> bool | str:
+    paths = ssl.get_default_verify_paths()
+    if paths.cafile and Path(paths.cafile).is_file():
+        return paths.cafile
+    if paths.capath and Path(paths.capath).is_dir():
+        return paths.capath
+
+    return True
 
 
 def _system_pem() -> bytes:

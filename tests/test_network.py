@@ -334,6 +334,24 @@ async def test_explicit_endpoints_and_ca_bundle_reach_every_backend(
     assert results["lab"].rows > 0
 
 
+async def test_system_store_is_trusted_by_token_and_query_requests_alike(
+    sandbox: Sandbox, secret_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ca_bundle both paths trust the system store (here, SSL_CERT_FILE)."""
+    # A corporate CA installed system-wide: the store OpenSSL reads by default.
+    monkeypatch.setenv("SSL_CERT_FILE", str(sandbox.ca_path))
+    tenant = "".join(
+        line + "\n"
+        for line in _tenant_yaml(sandbox, "lab", ca_bundle="-").splitlines()
+        if "ca_bundle" not in line
+    )
+
+    results = await _run_once(tmp_path, tenant)
+
+    assert results["lab"].ok, results["lab"].error
+    assert results["lab"].rows > 0
+
+
 async def test_wrong_ca_fails_that_tenant_and_the_others_keep_running(
     sandbox: Sandbox, secret_env: str, tmp_path: Path
 ) -> None:
@@ -496,7 +514,9 @@ def test_add_mode_writes_one_private_combined_bundle(tmp_path: Path) -> None:
     assert content.count(b"BEGIN CERTIFICATE") > 1
     assert network.requests_verify(ca, "replace") == str(ca)
     assert network.requests_verify(ca, "add", verify=False) is False
-    assert network.requests_verify(None, "add") is True
+    # Without a bundle: the system store aiohttp trusts (certifi only if none).
+    paths = ssl.get_default_verify_paths()
+    assert network.requests_verify(None, "add") in (paths.cafile, paths.capath, True)
 
 
 def test_trust_modes_decide_which_certificates_are_accepted(tmp_path: Path) -> None:
