@@ -328,6 +328,10 @@ def _value(kind: str, value: Any) -> Any:
     if value is None:
         return None
     if kind == "DateTime":
+        # DuckDB hands instants outside Python's (and Kusto's) range over as
+        # text such as '10000-01-01 00:00:00'; Kusto's overflow is null.
+        if not isinstance(value, datetime | date):
+            return None
         return format_datetime(value)
     if kind == "TimeSpan":
         return dotnet_timespan(value.total_seconds())

@@ -498,3 +498,16 @@ async def test_non_finite_reals_are_valid_json(
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+async def test_datetime_beyond_the_kusto_range_is_null(
+    demo_app: Any, token: Any, call: Any
+) -> None:
+    """A datetime past year 9999 (or before year 1) is null, not a 500."""
+    bearer = await token(demo_app, "graph")
+    query = "print late = datetime(9999-12-31) + 1d, early = datetime(0001-01-01) - 1d"
+
+    status, _, body = await call("graph", bearer, {"Query": query})
+
+    assert status == 200, body
+    assert body["results"] == [{"late": None, "early": None}]
