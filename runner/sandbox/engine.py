@@ -308,11 +308,21 @@ def _serialise(
     columns: list[Column], raw_rows: list[tuple[Any, ...]], size_cap: int
 ) -> tuple[list[list[Any]], int]:
     kinds = [column.type for column in columns]
+    # Every row is sent as an object naming its columns: `"Name": ` per value
+    # on top of the row's values as a JSON list.
+    names_size = sum(
+        len(json.dumps(column.name, ensure_ascii=False).encode()) + 2
+        for column in columns
+    )
     rows: list[list[Any]] = []
     size = 0
     for raw in raw_rows:
         row = [_value(kind, value) for kind, value in zip(kinds, raw, strict=True)]
-        size += len(json.dumps(row, ensure_ascii=False, default=str).encode()) + 1
+        size += (
+            len(json.dumps(row, ensure_ascii=False, default=str).encode())
+            + names_size
+            + 1
+        )
         if size > size_cap:
             raise QueryFailed(
                 "too_large",

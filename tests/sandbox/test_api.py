@@ -511,3 +511,21 @@ async def test_datetime_beyond_the_kusto_range_is_null(
 
     assert status == 200, body
     assert body["results"] == [{"late": None, "early": None}]
+
+
+async def test_size_cap_counts_the_column_names_sent_in_every_row(
+    demo_app: Any, token: Any, call: Any, quotas_restored: Any
+) -> None:
+    """The size cap applies to the rows as sent, each an object naming its columns."""
+    quotas_restored(
+        QuotaSettings(calls=(CallLimit(1000, 60.0),), cpu=(), result_size_bytes=30_000)
+    )
+    bearer = await token(demo_app, "xdr")
+    query = "range x from 1 to 1000 step 1 | extend a_rather_long_column_name = x"
+
+    status, _, body = await call("xdr", bearer, {"Query": query})
+
+    assert status == 400, f"{status}: {len(str(body))} characters of results"
+    assert body["error"]["message"].startswith(
+        "Query execution has exceeded the allowed result size"
+    )
