@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from shared_corpus import CORPUS, needs_corpus
 
 from runner.errors import Problem
 from runner.hunts import (
@@ -18,7 +19,6 @@ from runner.hunts import (
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "yaml"
-CORPUS = Path(__file__).parents[1] / ".." / "shared" / "corpus"
 HUNTING = CORPUS / "sentinel-xdr-hunting"
 RULES = CORPUS / "sentinel-xdr-analytic-rules"
 DEFAULTS = HuntDefaults(
@@ -303,6 +303,7 @@ def test_missing_path_and_empty_file_are_problems(tmp_path: Path) -> None:
     ]
 
 
+@needs_corpus
 def test_sentinel_scheduled_rule_maps_frequency_period_and_trigger() -> None:
     """queryFrequency/queryPeriod/trigger become schedule, lookback, threshold."""
     hunt = one(RULES / "AVSpringShell.yaml")
@@ -322,12 +323,14 @@ def test_sentinel_scheduled_rule_maps_frequency_period_and_trigger() -> None:
     assert hunt.query.startswith("let SpringShell_threats = dynamic(")
 
 
+@needs_corpus
 def test_sentinel_tags_that_are_mappings_are_left_out() -> None:
     """ASIM schema mappings among a rule's tags are not taken as tags."""
     hunt = one(RULES / "Campaign" / "Macaw Ransomware" / "ImminentRansomware.yaml")
     assert hunt.tags == ("Ransomware Campaign", "Macaw Ransomware")
 
 
+@needs_corpus
 def test_sentinel_hunting_query_gets_the_default_schedule() -> None:
     """A hunting query without a frequency runs on the configured defaults."""
     hunt = one(HUNTING / "Campaigns" / "Bazacall" / "PayloadDropUsingCertUtil.yaml")
@@ -340,12 +343,14 @@ def test_sentinel_hunting_query_gets_the_default_schedule() -> None:
     assert hunt.tactics == ("InitialAccess", "DefenseEvasion")
 
 
+@needs_corpus
 def test_sentinel_single_word_tactics_are_accepted() -> None:
     """A published file giving tactics as one word (not a list) still loads."""
     hunt = one(HUNTING / "Persistence" / "ScheduledTaskCreation.yaml")
     assert hunt.tactics == ("Persistence",)
 
 
+@needs_corpus
 def test_all_corpus_files_load_but_two_with_broken_yaml() -> None:
     """88 of the 90 Sentinel files load; two have malformed YAML upstream."""
     hunts, problems = load_hunts([HUNTING, RULES], DEFAULTS)
@@ -358,6 +363,7 @@ def test_all_corpus_files_load_but_two_with_broken_yaml() -> None:
     ]
 
 
+@needs_corpus
 def test_our_keys_extend_a_sentinel_file_but_may_not_contradict_it(
     tmp_path: Path,
 ) -> None:

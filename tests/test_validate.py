@@ -6,11 +6,11 @@ from pathlib import Path
 
 import duckdb_kql
 import pytest
+from shared_corpus import CORPUS, needs_corpus
 
 from runner.errors import Problem
 from runner.validate import validate_paths
 
-CORPUS = Path(__file__).parents[1] / ".." / "shared" / "corpus"
 SHIPPED = Path(__file__).parents[1] / "config"
 SANDBOX_CONFIG = (
     "tenants:\n  sandbox: {cloud: sandbox}\nsinks:\n  files: {type: file, path: out}\n"
@@ -143,6 +143,7 @@ def test_the_shipped_configuration_validates() -> None:
     assert validate_paths([], SHIPPED) == []
 
 
+@needs_corpus
 def test_the_sentinel_corpus_gives_three_known_problems() -> None:
     """Of 90 corpus files, two have broken YAML and one two queries without ';'."""
     problems = validate_paths(

@@ -10,6 +10,7 @@ import duckdb
 import duckdb_kql
 import pytest
 import yaml
+from shared_corpus import CORPUS, needs_corpus
 
 from runner.sandbox.engine import Engine
 from runner.sandbox.settings import SandboxClock, SandboxSettings
@@ -24,7 +25,6 @@ from runner.sandbox.telemetry import (
 from runner.sandbox.telemetry.reference import REFERENCE_ROWS
 
 SCHEMAS = Path(__file__).parents[2] / "runner" / "sandbox" / "schemas.json"
-CORPUS = Path(__file__).parents[2] / ".." / "shared" / "corpus"
 START = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 TIMED_TABLES = [table for table in TABLES if time_column(table) is not None]
 
@@ -46,6 +46,7 @@ def _snapshot(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[object, ..
     }
 
 
+@needs_corpus
 def test_schemas_json_covers_the_corpus_tables() -> None:
     """schemas.json lists every corpus table with KQL type names only."""
     raw = json.loads(SCHEMAS.read_text(encoding="utf-8"))
@@ -315,6 +316,7 @@ def recent_hours() -> duckdb.DuckDBPyConnection:
     return con
 
 
+@needs_corpus
 @pytest.mark.parametrize("relative", CORPUS_HUNTS_WITH_FINDINGS)
 def test_corpus_hunt_finds_rows(
     recent_hours: duckdb.DuckDBPyConnection, relative: str
