@@ -46,7 +46,12 @@ _CALL_QUOTA = re.compile(r"maximum allowed (\d+) per ([\d.:]+)")
 
 @dataclass(frozen=True)
 class CallOutcome:
-    """A successful query and what it took: HTTP calls made, seconds elapsed."""
+    """A successful query and what it took: HTTP calls made, seconds elapsed.
+
+    ``elapsed`` counts only the HTTP exchanges, not the waits between them
+    (call tokens, 429 pauses, backoff): on Graph it is the estimate of what
+    the query cost in CPU.
+    """
 
     result: QueryResult
     calls: int
@@ -122,7 +127,15 @@ class HuntingClient:
         payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
         calls = 0
         refreshed = False
-        started = time.monotonic()
+        elapsed = 0.0
+
+        async def post(token: str) -> QueryResult:
+            nonlocal elapsed
+            started = time.monotonic()
+            try:
+                return await self._post(payload, hunt, token)
+            finally:
+                elapsed += time.monotonic() - started
 
         def retry_on(error: Exception) -> bool | float:
             if isinstance(error, ThrottledError):
@@ -150,7 +163,7 @@ class HuntingClient:
                     await before_call()
                 calls += 1
                 try:
-                    result = await self._post(payload, hunt, token)
+                    result = await post(token)
                 except UnauthorizedError:
                     if refreshed:
                         raise
@@ -159,11 +172,9 @@ class HuntingClient:
                     if before_call is not None:
                         await before_call()
                     calls += 1
-                    result = await self._post(payload, hunt, token)
+                    result = await post(token)
 
-        return CallOutcome(
-            result=result, calls=calls, elapsed=time.monotonic() - started
-        )
+        return CallOutcome(result=result, calls=calls, elapsed=elapsed)
 
     async def _post(self, payload: bytes, hunt: str, token: str) -> QueryResult:
         headers = {

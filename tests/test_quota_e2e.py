@@ -351,3 +351,34 @@ async def test_status_shows_quota_state_per_tenant(
     assert f"{calls[1]['used']} of 100" in shown[2]
     assert shown[3].split()[2:6] == ["of", "600s", "per", "1h"]
     assert f"{throttled} 429s" in shown[4] and "0 waiting" in shown[4]
+
+
+async def test_graph_hunt_is_charged_its_query_time_not_its_wait_after_a_429(
+    tmp_path: Path, sandbox_factory: Any
+) -> None:
+    """On Graph a hunt that waited out a 429 is charged and remembered at query cost."""
+    sandbox = await sandbox_factory(
+        QuotaSettings(calls=(CallLimit(1, 2.0),), cpu=ROOMY_CPU)
+    )
+    tap = QuotaTap(sandbox)
+    settings = write_config(
+        tmp_path,
+        """
+        alpha:
+          cloud: sandbox
+          limits:
+            calls: ["10/1s"]
+        """,
+    )
+    hunts = [make_hunt(f"patient-{index}", "alpha") for index in range(2)]
+
+    async with Runtime(settings, hunts, sandbox=sandbox) as runtime:
+        results = await runtime.run_once()
+        costs = [runtime.state.cost(hunt.id, "alpha") for hunt in hunts]
+
+    refused = tap.seen[sandbox.demo.tenant_id].refused
+    assert all(result.ok for result in results)
+    assert refused, "the sandbox's lower quota was never reached"
+    # The retry waited over half a second for the window; the query took far less.
+    assert refused[0][1].retry_after > 0.5
+    assert all(cost is not None and cost < 0.5 for cost in costs), costs
