@@ -850,3 +850,44 @@ async def test_hundreds_of_hunts_due_at_once_use_the_hour_to_the_full() -> None:
     await asyncio.gather(*runs.tasks, return_exceptions=True)
     assert limiter.snapshot()["queue_depth"] == 0
     await limiter.aclose()
+
+
+async def test_absurd_cpu_retry_after_pauses_at_most_the_longest_cpu_window() -> None:
+    """A CPU 429 with Retry-After 1e9 pauses the tenant no longer than a CPU window."""
+    clock = ManualClock(start=0.0)
+    limiter = make_limiter(clock, cpu=(Rate(600, 3600.0),), cpu_block_boundary=900.0)
+    runs = Runs(limiter, clock)
+
+    limiter.on_throttled(throttled(CPU_QUOTA, retry_after=1e9))
+    runs.start("a", hold=0.0)
+    await clock.advance(3600.0 + 900.0)
+
+    assert runs.granted["a"] == 4500.0
+    await asyncio.gather(*runs.tasks)
+
+
+@pytest.mark.parametrize("full", [True, False])
+async def test_absurd_call_retry_after_closes_the_window_at_most_its_length(
+    full: bool,
+) -> None:
+    """A call-window 429 with Retry-After 1e9 closes that window no longer than it."""
+    clock = ManualClock(start=0.0)
+    limiter = make_limiter(clock, calls=(Rate(3, 60.0), Rate(1500, 3600.0)))
+    runs = Runs(limiter, clock)
+    for hunt in ("a", "b", "c") if full else ():
+        runs.start(hunt, hold=0.0)
+    await clock.advance(1.0)
+
+    limiter.on_throttled(
+        throttled(
+            CALL_QUOTA.format(limit=3, window="00:01:00"),
+            window="00:01:00",
+            limit=3,
+            retry_after=1e9,
+        )
+    )
+    runs.start("d", hold=0.0)
+    await clock.advance(60.0)
+
+    assert runs.granted["d"] == 61.0
+    await asyncio.gather(*runs.tasks)

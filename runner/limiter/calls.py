@@ -86,6 +86,10 @@ class CallLog:
         if window is None:
             return None
 
+        if retry_after is not None:
+            # Every call the server counts in a sliding window has left it
+            # one window later: a longer Retry-After is not about this window.
+            retry_after = min(retry_after, window.span)
         frees_at = self._frees_at(window, now)
         if frees_at is not None:
             until = max(frees_at, now + (retry_after or 0.0))

@@ -44,6 +44,11 @@ class CpuLedger:
     def __init__(self, rates: Sequence[Rate]) -> None:
         self._windows = [_Window(rate) for rate in rates]
 
+    @property
+    def longest(self) -> float:
+        """The length of the longest CPU window (0 without any)."""
+        return max((window.rate.per_seconds for window in self._windows), default=0.0)
+
     def charge(self, at: float, cpu_seconds: float) -> None:
         """Record *cpu_seconds* spent at *at* (no earlier than any charge before)."""
         for window in self._windows:

@@ -325,16 +325,19 @@ class TenantLimiter:
             until = self._calls.block(seconds, retry_after, now)
             if until is None:
                 kind = "calls_unconfigured"
-                until = now + (retry_after or seconds)
+                until = now + min(retry_after or seconds, seconds)
                 self._paused_until = max(self._paused_until, until)
         else:
             # The CPU quota's body is undocumented; the portal's wording is
             # the one hint, and any other 429 is handled the same way.
             kind = "cpu" if "resources" in error.message.lower() else "unknown"
+            boundary = self._cpu_block_boundary
             if retry_after is not None:
-                until = now + retry_after
+                # Once the longest CPU window has passed, every window is
+                # empty: a later Retry-After (1e9, a bad date) would stop the
+                # tenant for nothing.
+                until = now + min(retry_after, self._cpu.longest + boundary)
             else:
-                boundary = self._cpu_block_boundary
                 until = (math.floor(now / boundary) + 1) * boundary
             self._paused_until = max(self._paused_until, until)
 
