@@ -891,3 +891,20 @@ async def test_absurd_call_retry_after_closes_the_window_at_most_its_length(
 
     assert runs.granted["d"] == 61.0
     await asyncio.gather(*runs.tasks)
+
+
+async def test_permit_released_before_any_call_gives_back_its_call_and_cpu() -> None:
+    """A permit that sent nothing (token fetch failed) is charged no call and no CPU."""
+    clock = ManualClock(start=0.0)
+    limiter = make_limiter(clock, calls=(Rate(1, 60.0),), cpu=(Rate(600, 3600.0),))
+    runs = Runs(limiter, clock)
+
+    with pytest.raises(RuntimeError, match="token"):
+        async with limiter.acquire(hunt="unsent", priority=0, expected_cpu=500.0):
+            raise RuntimeError("token endpoint unreachable")
+    runs.start("next", expected_cpu=500.0, hold=0.0)
+    await clock.settle()
+
+    assert runs.granted == {"next": 0.0}
+    await asyncio.gather(*runs.tasks)
+    assert limiter.snapshot()["cpu"][0]["used_s"] == 500.0

@@ -59,6 +59,12 @@ class CallLog:
             del self._sent[index]
             bisect.insort(self._sent, sent)
 
+    def unrecord(self, at: float) -> None:
+        """Forget a call recorded at *at* that was never sent."""
+        index = bisect.bisect_left(self._sent, at)
+        if index < len(self._sent) and self._sent[index] == at:
+            del self._sent[index]
+
     def opens_at(self, now: float) -> float | None:
         """Return ``None`` if a call may go now, else when one may (if none is sent)."""
         opens: list[float] = []

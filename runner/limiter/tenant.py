@@ -43,7 +43,7 @@ class Permit:
     the call granted with the permit; each retry waits for a call token of its
     own), and ``permit.charge(cpu_seconds)`` with what the query cost. Until
     the first charge, the expected cost stays reserved; a permit released
-    without a charge is billed its expected cost.
+    without a charge is billed its expected cost, unless it made no call.
     """
 
     def __init__(
@@ -295,7 +295,14 @@ class TenantLimiter:
             return
         permit.released = True
         self._running.discard(permit)
-        if permit.charged is None:
+        if permit.calls == 0 and permit.charged is None:
+            # Nothing was sent (the token fetch failed, the task was
+            # cancelled): the service counted no call and spent no CPU.
+            if permit._granted_call is not None:
+                self._calls.unrecord(permit._granted_call)
+                permit._granted_call = None
+            permit.charged = 0.0
+        elif permit.charged is None:
             # No answer told us the cost; assume the query ran as expected.
             self._cpu.charge(self._clock.now(), permit.expected_cpu)
             permit.charged = permit.expected_cpu
