@@ -908,3 +908,24 @@ async def test_permit_released_before_any_call_gives_back_its_call_and_cpu() -> 
     assert runs.granted == {"next": 0.0}
     await asyncio.gather(*runs.tasks)
     assert limiter.snapshot()["cpu"][0]["used_s"] == 500.0
+
+
+async def test_cpu_429_without_retry_after_waits_as_long_as_its_message_says() -> None:
+    """A CPU 429 saying "again in 05:00:00" holds the tenant 5 h, not one cycle."""
+    clock = ManualClock(start=1000.0)
+    limiter = make_limiter(clock, cpu=(Rate(600, 3600.0), Rate(10800, 86400.0)))
+    runs = Runs(limiter, clock)
+
+    limiter.on_throttled(
+        throttled(
+            "You have exceeded processing resources allocated to this tenant. "
+            "You can run queries again in 05:00:00."
+        )
+    )
+    runs.start("a", hold=0.0)
+    await clock.advance(5 * 3600.0 - 1.0)
+    assert "a" not in runs.granted
+    await clock.advance(1.0)
+
+    assert runs.granted["a"] == 1000.0 + 5 * 3600.0
+    await asyncio.gather(*runs.tasks)

@@ -7,6 +7,7 @@ import contextlib
 import heapq
 import itertools
 import math
+import re
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from runner.limiter.cpu import CpuLedger
 from runner.limiter.retry_after import parse_window
 
 log = structlog.get_logger(__name__)
+
+_AGAIN_IN = re.compile(r"again in ((?:\d+\.)?\d+:\d{1,2}:\d{1,2}(?:\.\d+)?)")
 
 
 @dataclass(eq=False)
@@ -339,13 +342,20 @@ class TenantLimiter:
             # the one hint, and any other 429 is handled the same way.
             kind = "cpu" if "resources" in error.message.lower() else "unknown"
             boundary = self._cpu_block_boundary
-            if retry_after is not None:
-                # Once the longest CPU window has passed, every window is
-                # empty: a later Retry-After (1e9, a bad date) would stop the
-                # tenant for nothing.
-                until = now + min(retry_after, self._cpu.longest + boundary)
-            else:
+            if retry_after is None:
+                # The portal's wording names the wait ("You can run queries
+                # again in 05:00:00."): never resume before it, nor before
+                # the next cycle.
                 until = (math.floor(now / boundary) + 1) * boundary
+                said = _AGAIN_IN.search(error.message)
+                waited = parse_window(said.group(1)) if said else None
+                if waited is not None:
+                    until = max(until, now + waited)
+            else:
+                until = now + retry_after
+            # Once the longest CPU window has passed, every window is empty:
+            # a later end (1e9, a bad date) would stop the tenant for nothing.
+            until = min(until, now + self._cpu.longest + boundary)
             self._paused_until = max(self._paused_until, until)
 
         log.warning(
