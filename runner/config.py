@@ -96,7 +96,11 @@ class Limits:
     bypass_limit: float | None = None
 
     def scaled(self) -> Limits:
-        """These limits with every window divided by ``time_scale`` (then 1.0)."""
+        """These limits with every window divided by ``time_scale`` (then 1.0).
+
+        Aging speeds up by the same factor, so a compressed run ranks its
+        waiters as the real one would.
+        """
         if self.time_scale == 1.0:
             return self
         scale = self.time_scale
@@ -106,6 +110,10 @@ class Limits:
             calls=tuple(Rate(r.count, r.per_seconds / scale) for r in self.calls),
             cpu=tuple(Rate(r.count, r.per_seconds / scale) for r in self.cpu),
             cpu_block_boundary=self.cpu_block_boundary / scale,
+            aging_per_second=self.aging_per_second * scale,
+            bypass_limit=(
+                None if self.bypass_limit is None else self.bypass_limit / scale
+            ),
             time_scale=1.0,
         )
 

@@ -929,3 +929,22 @@ async def test_cpu_429_without_retry_after_waits_as_long_as_its_message_says() -
 
     assert runs.granted["a"] == 1000.0 + 5 * 3600.0
     await asyncio.gather(*runs.tasks)
+
+
+async def test_time_scale_compresses_aging_like_the_windows() -> None:
+    """At time_scale 60 a hunt waiting 8.5 s has aged 8.5 steps, as in 8.5 minutes."""
+    clock = ManualClock(start=0.0)
+    registry = Limiter(clock)
+    limiter = registry.add("contoso", Limits(max_concurrent=1, time_scale=60.0))
+    runs = Runs(limiter, clock)
+    runs.start("blocker", hold=10.0)
+    await clock.settle()
+    runs.start("low", priority=0, hold=0.0)
+    await clock.advance(8.5)
+    runs.start("high", priority=8, hold=0.0)
+
+    await clock.advance(5.0)
+
+    assert runs.order == ["blocker", "low", "high"]
+    await asyncio.gather(*runs.tasks)
+    await registry.aclose()
