@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import random
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -948,3 +949,30 @@ async def test_time_scale_compresses_aging_like_the_windows() -> None:
     assert runs.order == ["blocker", "low", "high"]
     await asyncio.gather(*runs.tasks)
     await registry.aclose()
+
+
+async def test_two_thousand_hunts_waiting_for_cpu_queue_in_linear_time() -> None:
+    """Queueing 2,000 hunts held back by CPU stays cheap, and a cheap one passes."""
+    clock = ManualClock(start=0.0, settle_rounds=5)
+    limiter = make_limiter(clock, cpu=(Rate(600, 3600.0),), max_concurrent=3)
+    runs = Runs(limiter, clock)
+    runs.start("spent", expected_cpu=595.0, hold=0.0)
+    await clock.settle()
+
+    started = time.process_time()
+    for number in range(2000):
+        runs.start(f"dear-{number}", expected_cpu=10.0 + number % 7, hold=0.0)
+    runs.start("cheap", expected_cpu=1.0, hold=0.0)
+    await clock.settle()
+    spent = time.process_time() - started
+
+    # About 0.05 s here; scanning the whole queue on every arrival took 5 s.
+    assert spent < 1.0
+    assert "cheap" in runs.granted and len(runs.granted) == 2
+    assert limiter.queue_depth == 2000
+    await clock.advance(3600.0)
+    assert runs.granted["dear-0"] == 3600.0
+    for task in runs.tasks:
+        task.cancel()
+    await asyncio.gather(*runs.tasks, return_exceptions=True)
+    await limiter.aclose()

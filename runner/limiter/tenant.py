@@ -117,8 +117,10 @@ class TenantLimiter:
         )
 
         self._running: set[Permit] = set()
-        # Waiters by (-rank, order); cancelled ones stay until they surface.
+        # Waiters by (-rank, order), and the same by (expected CPU, order);
+        # granted and cancelled ones stay until they surface or a compaction.
         self._queue: list[tuple[float, int, _Waiter]] = []
+        self._by_cost: list[tuple[float, int, _Waiter]] = []
         self._queued = 0
         self._call_waiters: deque[asyncio.Future[float]] = deque()
         self._paused_until = 0.0
@@ -149,7 +151,10 @@ class TenantLimiter:
             rank=priority - self._aging * now,
             future=asyncio.get_running_loop().create_future(),
         )
+        if len(self._queue) > 2 * self._queued + 64:
+            self._compact()
         heapq.heappush(self._queue, (-waiter.rank, waiter.order, waiter))
+        heapq.heappush(self._by_cost, (waiter.expected_cpu, waiter.order, waiter))
         self._queued += 1
         self._poke()
         try:
@@ -165,6 +170,12 @@ class TenantLimiter:
             yield permit
         finally:
             self._release(permit)
+
+    def _compact(self) -> None:
+        """Drop granted and cancelled waiters from both heaps."""
+        for heap in (self._queue, self._by_cost):
+            heap[:] = [entry for entry in heap if not entry[2].future.done()]
+            heapq.heapify(heap)
 
     async def _wait_for_call(self) -> None:
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
@@ -230,12 +241,18 @@ class TenantLimiter:
                 future.set_result(now)
 
         passed: list[tuple[float, int, _Waiter]] = []
+        opens_at = self._call_opens_at(now)
+        reserved = self._reserved()
+        # The cheapest cost found not to fit now. Whether a cost fits only
+        # gets harder as it grows (and as grants add reservations), so no
+        # waiter costing as much needs checking: with a thousand hunts
+        # waiting for CPU, each pass stays short.
+        blocked: float | None = None
         while self._queue:
             waiter = self._queue[0][2]
             if waiter.future.done():
                 heapq.heappop(self._queue)
                 continue
-            opens_at = self._call_opens_at(now)
             if opens_at is not None:
                 wake.append(opens_at)
                 waiter.blocked_by.add("paused" if self._paused_until > now else "calls")
@@ -243,13 +260,21 @@ class TenantLimiter:
             if len(self._running) >= self._max_concurrent:
                 waiter.blocked_by.add("concurrency")
                 break
-            fits_at = self._cpu.fits_at(waiter.expected_cpu, self._reserved(), now)
-            if fits_at is not None and fits_at <= now:
-                heapq.heappop(self._queue)
-                self._grant(waiter, now)
-                continue
-            if fits_at is not None:
-                wake.append(fits_at)
+            if blocked is None or waiter.expected_cpu < blocked:
+                fits_at = self._cpu.fits_at(waiter.expected_cpu, reserved, now)
+                if fits_at is not None and fits_at <= now:
+                    heapq.heappop(self._queue)
+                    self._grant(waiter, now)
+                    opens_at = self._call_opens_at(now)
+                    reserved = self._reserved()
+                    continue
+                if fits_at is not None:
+                    wake.append(fits_at)
+                first_blocked = blocked is None
+                blocked = waiter.expected_cpu
+                if first_blocked and not self._any_fits(blocked, reserved, now, wake):
+                    waiter.blocked_by.add("cpu")
+                    break
             waiter.blocked_by.add("cpu")
             if now - waiter.enqueued_at >= self._bypass_limit:
                 break
@@ -259,6 +284,26 @@ class TenantLimiter:
             heapq.heappush(self._queue, entry)
 
         return min(wake) if wake else None
+
+    def _any_fits(
+        self, blocked: float, reserved: float, now: float, wake: list[float]
+    ) -> bool:
+        """Whether the cheapest waiter, if cheaper than *blocked*, fits now.
+
+        If it does not, no waiter does: the caller stops looking, and *wake*
+        gets when the cheapest will fit.
+        """
+        while self._by_cost and self._by_cost[0][2].future.done():
+            heapq.heappop(self._by_cost)
+        if not self._by_cost or self._by_cost[0][0] >= blocked:
+            return False
+        fits_at = self._cpu.fits_at(self._by_cost[0][0], reserved, now)
+        if fits_at is not None and fits_at <= now:
+            return True
+        if fits_at is not None:
+            wake.append(fits_at)
+
+        return False
 
     def _call_opens_at(self, now: float) -> float | None:
         opens_at = self._calls.opens_at(now)
