@@ -390,21 +390,33 @@ def _tenant_lines(tenant: str, snapshot: dict[str, Any]) -> list[str]:
     def instant(epoch: float | None) -> str:
         return f"{datetime.fromtimestamp(epoch, UTC):%Y-%m-%d %H:%M:%S}Z"
 
+    # A snapshot written by another version may lack a field: show "?".
+    def number(level: dict[str, Any], key: str, unit: str = "") -> str:
+        value = level.get(key)
+        if isinstance(value, int | float):
+            return f"{value:.0f}{unit}"
+        return "?"
+
+    def per(level: dict[str, Any]) -> str:
+        seconds = level.get("per_seconds")
+        if isinstance(seconds, int | float):
+            return format_duration(timedelta(seconds=seconds))
+        return "?"
+
     lines = [f"tenant {tenant} (as of {snapshot.get('updated_at')})"]
     for level in snapshot.get("calls", []):
-        per = format_duration(timedelta(seconds=level["per_seconds"]))
+        used, count = number(level, "used"), number(level, "count")
         text = (
-            f"  calls  {level['used']:>6} of {level['count']:<6} per {per:<5}"
-            f" {level['left']} left"
+            f"  calls  {used:>6} of {count:<6} per {per(level):<5}"
+            f" {number(level, 'left')} left"
         )
         if level.get("blocked_until"):
             text += f", closed by a 429 until {instant(level['blocked_until'])}"
         lines.append(text)
     for level in snapshot.get("cpu", []):
-        per = format_duration(timedelta(seconds=level["per_seconds"]))
-        used, budget = f"{level['used_s']:.0f}s", f"{level['budget_s']:.0f}s"
-        left = f"{level['left_s']:.0f}s"
-        text = f"  cpu    {used:>6} of {budget:<6} per {per:<5} {left} left"
+        used, budget = number(level, "used_s", "s"), number(level, "budget_s", "s")
+        left = number(level, "left_s", "s")
+        text = f"  cpu    {used:>6} of {budget:<6} per {per(level):<5} {left} left"
         if level.get("reserved_s"):
             text += f" ({level['reserved_s']:.0f}s reserved by running queries)"
         lines.append(text)

@@ -34,6 +34,7 @@ from runner.sandbox import (
     SandboxSettings,
 )
 from runner.sandbox.quotas import QuotaRefusal
+from runner.state import State
 
 CHEAP_QUERY = "DeviceInfo | take 1"
 ROOMY_CPU = (CpuLimit(10_000.0, 60.0),)
@@ -382,3 +383,25 @@ async def test_graph_hunt_is_charged_its_query_time_not_its_wait_after_a_429(
     # The retry waited over half a second for the window; the query took far less.
     assert refused[0][1].retry_after > 0.5
     assert all(cost is not None and cost < 0.5 for cost in costs), costs
+
+
+def test_status_reads_a_snapshot_written_without_todays_fields(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``status`` shows "?" for fields an older daemon did not write, no traceback."""
+    settings = write_config(tmp_path, "alpha:\n  cloud: sandbox\n")
+    state = State(settings.state_path)
+    state.put_tenant_status(
+        "alpha",
+        {
+            "calls": [{"count": 45, "per_seconds": 60.0, "used": 3}],
+            "cpu": [{"budget_s": 600, "per_seconds": 3600.0, "used_s": 12.0}],
+            "queue_depth": 0,
+        },
+    )
+    state.close()
+
+    assert cli.main(["status", "--config", str(tmp_path)]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[1].split() == ["calls", "3", "of", "45", "per", "1m", "?", "left"]
+    assert shown[2].split() == ["cpu", "12s", "of", "600s", "per", "1h", "?", "left"]
