@@ -16,7 +16,13 @@ from typing import Protocol
 
 
 class Clock(Protocol):
-    """Epoch time and sleeping, on whatever time line the caller lives in."""
+    """Epoch time and sleeping, on whatever time line the caller lives in.
+
+    The clocks here also have ``monotonic()``: seconds at the rate of
+    ``now()`` on a line that steps of the wall clock (NTP, a resumed VM, an
+    operator) never move, which ``sleep`` follows too. The limiter measures
+    its windows with it when a clock has it, so they keep their length.
+    """
 
     def now(self) -> float:
         """Return the current time in epoch seconds."""
@@ -32,6 +38,9 @@ class SystemClock:
 
     def now(self) -> float:
         return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(seconds, 0.0))
@@ -54,6 +63,9 @@ class ScaledClock:
 
     def now(self) -> float:
         return self.start + (time.monotonic() - self._origin) * self.time_scale
+
+    def monotonic(self) -> float:
+        return self.now()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(seconds, 0.0) / self.time_scale)
@@ -80,6 +92,9 @@ class ManualClock:
         self._order = itertools.count()
 
     def now(self) -> float:
+        return self._now
+
+    def monotonic(self) -> float:
         return self._now
 
     async def sleep(self, seconds: float) -> None:

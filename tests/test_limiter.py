@@ -976,3 +976,49 @@ async def test_two_thousand_hunts_waiting_for_cpu_queue_in_linear_time() -> None
         task.cancel()
     await asyncio.gather(*runs.tasks, return_exceptions=True)
     await limiter.aclose()
+
+
+class SteppedClock(ManualClock):
+    """A manual clock whose wall time an operator or NTP can step either way."""
+
+    def __init__(self, start: float) -> None:
+        super().__init__(start)
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return super().now() + self.offset
+
+    def monotonic(self) -> float:
+        return super().now()
+
+
+@pytest.mark.parametrize("step", [-3600.0, 3600.0])
+async def test_wall_clock_steps_neither_stall_nor_open_a_call_window(
+    step: float,
+) -> None:
+    """A call window frees 60 s after its call whichever way the wall clock steps."""
+    clock = SteppedClock(start=0.0)
+    limiter = make_limiter(clock, calls=(Rate(1, 60.0),))
+    runs = Runs(limiter, clock)
+    runs.start("first", hold=0.0)
+    await clock.advance(1.0)
+
+    clock.offset = step
+    runs.start("second", hold=0.0)
+    await clock.advance(58.0)
+    assert "second" not in runs.granted
+    await clock.advance(1.0)
+
+    assert runs.granted["second"] == 60.0 + step
+    await asyncio.gather(*runs.tasks)
+
+
+async def test_cpu_pause_ends_at_the_wall_clock_quarter_hour() -> None:
+    """Without Retry-After a CPU pause ends at the next 15-minute mark of wall time."""
+    clock = SteppedClock(start=0.0)
+    clock.offset = 1_767_225_600.0 + 600.0
+    limiter = make_limiter(clock)
+
+    limiter.on_throttled(throttled("Too many requests"))
+
+    assert limiter.snapshot()["paused_until"] == 1_767_225_600.0 + 900.0

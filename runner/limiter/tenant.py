@@ -66,7 +66,7 @@ class Permit:
         if self.released:
             raise RuntimeError("permit already released")
         if self._granted_call is not None:
-            self._limiter._calls.restamp(self._granted_call, self._limiter._clock.now())
+            self._limiter._calls.restamp(self._granted_call, self._limiter._now())
             self._granted_call = None
         else:
             await self._limiter._wait_for_call()
@@ -139,7 +139,7 @@ class TenantLimiter:
         self, *, hunt: str, priority: int = 0, expected_cpu: float = 0.0
     ) -> AsyncIterator[Permit]:
         """Wait for a slot to run *hunt*, then hold it for the ``async with`` body."""
-        now = self._clock.now()
+        now = self._now()
         waiter = _Waiter(
             hunt=hunt,
             priority=priority,
@@ -188,7 +188,7 @@ class TenantLimiter:
             if future in self._call_waiters:
                 self._call_waiters.remove(future)
             raise
-        self._calls.restamp(granted_at, self._clock.now())
+        self._calls.restamp(granted_at, self._now())
 
     def _poke(self) -> None:
         """Grant what can go now and have the timer watch for what time frees."""
@@ -211,7 +211,7 @@ class TenantLimiter:
                 asyncio.ensure_future(self._changed.wait())
             }
             if wake_at is not None:
-                delay = wake_at - self._clock.now()
+                delay = wake_at - self._now()
                 waits.add(asyncio.ensure_future(self._clock.sleep(delay)))
             try:
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -224,7 +224,7 @@ class TenantLimiter:
 
         Every time returned lies after now, so the timer never spins.
         """
-        now = self._clock.now()
+        now = self._now()
         self._calls.forget(now)
         self._cpu.forget(now)
         wake: list[float] = []
@@ -352,12 +352,12 @@ class TenantLimiter:
             permit.charged = 0.0
         elif permit.charged is None:
             # No answer told us the cost; assume the query ran as expected.
-            self._cpu.charge(self._clock.now(), permit.expected_cpu)
+            self._cpu.charge(self._now(), permit.expected_cpu)
             permit.charged = permit.expected_cpu
         self._poke()
 
     def _charge(self, permit: Permit, cpu_seconds: float) -> None:
-        self._cpu.charge(self._clock.now(), cpu_seconds)
+        self._cpu.charge(self._now(), cpu_seconds)
         permit.charged = (permit.charged or 0.0) + cpu_seconds
         self._poke()
 
@@ -371,7 +371,7 @@ class TenantLimiter:
 
         Call this once for every 429 received; each call is counted and logged.
         """
-        now = self._clock.now()
+        now = self._now()
         self.throttled += 1
         retry_after = error.retry_after or None
         seconds = parse_window(error.window) if error.window else None
@@ -390,8 +390,9 @@ class TenantLimiter:
             if retry_after is None:
                 # The portal's wording names the wait ("You can run queries
                 # again in 05:00:00."): never resume before it, nor before
-                # the next cycle.
-                until = (math.floor(now / boundary) + 1) * boundary
+                # the next cycle, whose boundaries are on the wall clock.
+                wall = self._clock.now()
+                until = now + (math.floor(wall / boundary) + 1) * boundary - wall
                 said = _AGAIN_IN.search(error.message)
                 waited = parse_window(said.group(1)) if said else None
                 if waited is not None:
@@ -418,10 +419,23 @@ class TenantLimiter:
 
     # -- visibility ----------------------------------------------------------
 
+    def _now(self) -> float:
+        # The limiter's time line: windows, pauses and sleeps are measured on
+        # the monotonic clock, so a step of the wall clock neither stalls a
+        # tenant nor lets it forget the calls it made.
+        monotonic = getattr(self._clock, "monotonic", None)
+        return monotonic() if monotonic is not None else self._clock.now()
+
+    def _wall(self, at: float) -> float:
+        """The epoch time of *at* on the limiter's time line, for people."""
+        return at - self._now() + self._clock.now()
+
     @property
     def paused_until(self) -> float | None:
-        """When the tenant's 429 pause ends, or ``None`` when not paused."""
-        return self._paused_until if self._paused_until > self._clock.now() else None
+        """When the tenant's 429 pause ends (epoch), or ``None`` when not paused."""
+        if self._paused_until <= self._now():
+            return None
+        return self._wall(self._paused_until)
 
     @property
     def queue_depth(self) -> int:
@@ -433,11 +447,16 @@ class TenantLimiter:
 
     def snapshot(self) -> dict[str, Any]:
         """Return the limiter's state as plain data for logs and ``status``."""
-        now = self._clock.now()
+        now = self._now()
+
+        calls = self._calls.levels(now)
+        for level in calls:
+            if level["blocked_until"] is not None:
+                level["blocked_until"] = self._wall(level["blocked_until"])
 
         return {
             "tenant": self.tenant,
-            "calls": self._calls.levels(now),
+            "calls": calls,
             "cpu": self._cpu.levels(self._reserved(), now),
             "queue_depth": self.queue_depth,
             "running": self.running,
