@@ -362,7 +362,13 @@ def _status(args: argparse.Namespace) -> int:
     if settings is None:
         raise ConfigError(problems)
     if not settings.state_path.exists():
-        print(f"no state file at {settings.state_path}: the daemon has not run yet")
+        message = f"no state file at {settings.state_path}: the daemon has not run yet"
+        if args.json:
+            # Scripts read stdout as JSON: an empty report, the reason aside.
+            print(message, file=sys.stderr)
+            print(json.dumps({"tenants": {}, "runs": []}, indent=2))
+        else:
+            print(message)
         return EXIT_OK
     state = State(settings.state_path)
     report = {"tenants": state.tenant_status(), "runs": state.last_runs()}

@@ -405,3 +405,17 @@ def test_status_reads_a_snapshot_written_without_todays_fields(
     shown = capsys.readouterr().out.splitlines()
     assert shown[1].split() == ["calls", "3", "of", "45", "per", "1m", "?", "left"]
     assert shown[2].split() == ["cpu", "12s", "of", "600s", "per", "1h", "?", "left"]
+
+
+def test_status_json_without_a_state_file_is_still_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``status --json`` before the daemon ever ran prints an empty JSON report."""
+    write_config(tmp_path, "alpha:\n  cloud: sandbox\n")
+
+    assert cli.main(["status", "--config", str(tmp_path), "--json"]) == 0
+    captured = capsys.readouterr()
+
+    assert json.loads(captured.out) == {"tenants": {}, "runs": []}
+    assert "no state file" in captured.err
+    assert not (tmp_path / "state.db").exists()
