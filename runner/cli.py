@@ -20,6 +20,11 @@ from runner.errors import ConfigError, HuntRunnerError, Problem
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
+# The folders every command reads, unless --config and --jobs say otherwise;
+# a container image sets the variables so that `docker exec ... status` works.
+DEFAULT_CONFIG = Path(os.environ.get("HUNT_RUNNER_CONFIG", "config"))
+DEFAULT_JOBS = Path(os.environ.get("HUNT_RUNNER_JOBS", "jobs"))
+
 log = structlog.get_logger("runner.cli")
 
 
@@ -32,15 +37,21 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def folders(command: argparse.ArgumentParser) -> None:
-        command.add_argument(
-            "--config", default="config", type=Path, help="configuration folder"
-        )
+        config_option(command)
         command.add_argument(
             "--jobs",
             default=[],
             action="append",
             type=Path,
-            help="hunt file or folder (repeatable; default: jobs)",
+            help="hunt file or folder (repeatable; default: $HUNT_RUNNER_JOBS or jobs)",
+        )
+
+    def config_option(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--config",
+            default=DEFAULT_CONFIG,
+            type=Path,
+            help="configuration folder (default: $HUNT_RUNNER_CONFIG or config)",
         )
 
     run = commands.add_parser("run", help="run the daemon (or every hunt once)")
@@ -53,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         "validate", help="check configuration and hunts offline"
     )
     validate.add_argument("paths", nargs="*", type=Path, help="hunt files or folders")
-    validate.add_argument("--config", default=None, type=Path)
+    config_option(validate)
 
     query = commands.add_parser("query", help="run one ad-hoc KQL query")
     folders(query)
@@ -73,11 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         "status", help="quota and run status from the state file"
     )
-    status.add_argument("--config", default="config", type=Path)
+    config_option(status)
     status.add_argument("--json", action="store_true")
 
     health = commands.add_parser("health", help="exit 0 if the daemon is alive")
-    health.add_argument("--config", default="config", type=Path)
+    config_option(health)
     health.add_argument(
         "--max-age",
         default=120.0,
@@ -171,7 +182,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, list[Any], int]:
     from runner.validate import reference_problems
 
     settings = _load_settings(args)
-    hunts, problems = load_hunts(args.jobs or [Path("jobs")], settings.hunt_defaults)
+    hunts, problems = load_hunts(args.jobs or [DEFAULT_JOBS], settings.hunt_defaults)
     unknown = reference_problems(hunts, settings)
     broken = {problem.path for problem in unknown}
     hunts = [hunt for hunt in hunts if hunt.source not in broken]
@@ -198,7 +209,7 @@ def _run(args: argparse.Namespace) -> int:
     settings, hunts, problems = _load(args)
     enabled = [hunt for hunt in hunts if hunt.enabled]
     if not enabled:
-        log.error("config.no_hunts", jobs=[str(p) for p in args.jobs or ["jobs"]])
+        log.error("config.no_hunts", jobs=[str(p) for p in args.jobs or [DEFAULT_JOBS]])
         return EXIT_CONFIG
 
     async def once() -> int:
@@ -253,12 +264,17 @@ def _run(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from runner.validate import validate_paths
 
-    paths = args.paths or [Path("jobs")]
-    config = (
-        args.config
-        if args.config is not None
-        else (Path("config") if not args.paths else None)
-    )
+    paths = args.paths or [DEFAULT_JOBS]
+    config: Path | None = args.config
+    if args.paths and config == DEFAULT_CONFIG and not config.exists():
+        # Hunt files checked on their own, away from any configuration: the
+        # names of tenants and sinks they use cannot be checked.
+        print(
+            f"note: no configuration folder {config}; tenant and sink names "
+            "in the hunts are not checked (give --config)",
+            file=sys.stderr,
+        )
+        config = None
     problems = validate_paths(paths, config)
     _print_problems(problems)
     print(
@@ -470,12 +486,12 @@ def _sandbox(args: argparse.Namespace) -> int:
 
     section: dict[str, Any] = {}
     if args.config is not None:
-        from runner.config import load_config
+        from runner.config import load_sandbox_section
 
-        settings, problems = load_config(args.config)
-        if settings is None:
+        sandbox_section, problems = load_sandbox_section(args.config)
+        if sandbox_section is None:
             raise ConfigError(problems)
-        section = dict(settings.sandbox)
+        section = dict(sandbox_section)
     try:
         asyncio.run(
             serve(

@@ -270,6 +270,22 @@ def load_config(
     return settings, problems
 
 
+def load_sandbox_section(
+    config_dir: Path | str,
+) -> tuple[Mapping[str, Any] | None, list[Problem]]:
+    """The ``sandbox:`` settings in *config_dir*, for ``hunt-runner sandbox``.
+
+    Only that section is read and checked; a folder without tenants or sinks
+    is fine.
+    """
+    sections, problems = _read_sections(config_dir)
+    if sections is None or problems:
+        return None, problems
+    sandbox = _Loader(problems).sandbox(sections)
+
+    return (None if problems else sandbox), problems
+
+
 def _config_files(config_dir: Path | str) -> tuple[list[Path], list[Problem]]:
     path = Path(config_dir)
     if path.is_file():
@@ -339,6 +355,16 @@ class _Loader:
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
+
+    def sandbox(self, sections: Mapping[str, _Section]) -> Mapping[str, Any]:
+        if "sandbox" not in sections or sections["sandbox"].value is None:
+            return {}
+        section = sections["sandbox"]
+        fields = self.fields(section)
+        sandbox = fields.mapping(("sandbox",), section.value) or {}
+        _check_sandbox(fields, sandbox)
+
+        return sandbox
 
     def fields(self, section: _Section) -> Fields:
         return Fields(section.document, self.problems)
@@ -425,12 +451,7 @@ class _Loader:
                     or log_format
                 )
 
-        sandbox: Mapping[str, Any] = {}
-        if "sandbox" in sections and sections["sandbox"].value is not None:
-            section = sections["sandbox"]
-            fields = self.fields(section)
-            sandbox = fields.mapping(("sandbox",), section.value) or {}
-            _check_sandbox(fields, sandbox)
+        sandbox = self.sandbox(sections)
 
         data_window = timedelta(days=30)
         if "data_window" in sections:

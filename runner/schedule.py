@@ -75,10 +75,12 @@ def query_prelude(window: Window) -> str:
     """The ``let`` statements that give a query its window as names.
 
     ``HuntStart`` and ``HuntEnd`` are the window's bounds as KQL datetimes.
+    They share the query's first line instead of adding lines of their own, so
+    that the line numbers in the service's error messages are the query's.
     """
     return (
-        f"let HuntStart = datetime({_kql_time(window.start)});\n"
-        f"let HuntEnd = datetime({_kql_time(window.end)});\n"
+        f"let HuntStart = datetime({_kql_time(window.start)}); "
+        f"let HuntEnd = datetime({_kql_time(window.end)}); "
     )
 
 

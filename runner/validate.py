@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb_kql
@@ -21,6 +22,7 @@ import duckdb_kql
 from runner.config import Settings, load_config
 from runner.errors import ConfigError, Problem
 from runner.hunts import Hunt, HuntDefaults, HuntFile, load_hunt_files
+from runner.schedule import Window, query_prelude
 
 __all__ = [
     "check_references",
@@ -30,13 +32,11 @@ __all__ = [
     "validate_paths",
 ]
 
-# The daemon prepends the window as two lets; a query may use both names, so
-# it is checked with the same two lines in front.
-_PRELUDE = (
-    "let HuntStart = datetime(2000-01-01T00:00:00Z);\n"
-    "let HuntEnd = datetime(2000-01-01T01:00:00Z);\n"
+# The daemon puts the window in front of the query's first line as two lets;
+# a query may use both names, so it is checked with the same prelude.
+_PRELUDE = query_prelude(
+    Window(datetime(2000, 1, 1, tzinfo=UTC), datetime(2000, 1, 1, 1, tzinfo=UTC))
 )
-_PRELUDE_LINES = _PRELUDE.count("\n")
 _LONG_EXPECTING = re.compile(r"expecting \{[^}]{60,}\}")
 
 
@@ -92,14 +92,17 @@ def kql_problems(outcome: HuntFile) -> list[Problem]:
 
     problems = []
     for diagnostic in diagnostics:
-        query_line = max(diagnostic.span.line - _PRELUDE_LINES, 1)
+        query_line = max(diagnostic.span.line, 1)
+        column = diagnostic.span.column
+        if query_line == 1:
+            column = max(column - len(_PRELUDE), 0)
         message = _LONG_EXPECTING.sub("expecting something else", diagnostic.message)
         problems.append(
             Problem(
                 hunt.source,
                 _file_line(outcome, query_line),
                 f"query: KQL syntax error (query line {query_line}, column "
-                f"{diagnostic.span.column + 1}): {message}",
+                f"{column + 1}): {message}",
             )
         )
 

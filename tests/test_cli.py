@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -158,3 +161,39 @@ def test_query_with_a_bad_lookback_is_a_usage_error(
         main(["query", "--config", str(_config(tmp_path)), "--lookback", "15", "T"])
     assert caught.value.code == 2
     assert "'15' is not a duration" in capsys.readouterr().err
+
+
+def test_validate_a_hunt_file_checks_its_names_against_the_default_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """validate FILE still reads config/, so a misspelled sink name is a problem."""
+    monkeypatch.chdir(REPO)
+    hunt = tmp_path / "typo.yaml"
+    hunt.write_text("name: Typo\nsinks: [file]\nquery: DeviceInfo\n")
+
+    assert main(["validate", str(hunt)]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert f"{hunt}:2: " in err and "'file'" in err
+
+
+def test_folders_default_to_the_environment(tmp_path: Path) -> None:
+    """HUNT_RUNNER_CONFIG and HUNT_RUNNER_JOBS replace the default folders."""
+    config = _config(tmp_path)
+    jobs = tmp_path / "hunts"
+    jobs.mkdir()
+    (jobs / "broken.yaml").write_text("name: Broken\nenabled: no\nquery: DeviceInfo\n")
+    environment = dict(
+        os.environ, HUNT_RUNNER_CONFIG=str(config), HUNT_RUNNER_JOBS=str(jobs)
+    )
+
+    finished = subprocess.run(
+        [sys.executable, "-m", "runner.cli", "validate"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert finished.returncode == EXIT_FAILED
+    assert f"{jobs / 'broken.yaml'}:2: enabled" in finished.stderr

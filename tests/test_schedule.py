@@ -129,3 +129,13 @@ def test_cron_day_of_month_or_day_of_week_as_in_crontab() -> None:
         "2027-01-01",
         "2027-01-04",
     ]
+
+
+def test_prelude_keeps_the_query_line_numbers() -> None:
+    """The window's lets share the first line, so a query's line n stays line n."""
+    window = Window(NOW - timedelta(hours=1), NOW)
+    query = "print a = 1\n| extend b = 2\n| where a ==="
+    diagnostics = duckdb_kql.validate(query_prelude(window) + query)
+
+    assert "\n" not in query_prelude(window)
+    assert [d.span.line for d in diagnostics] == [3]

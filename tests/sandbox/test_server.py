@@ -194,3 +194,22 @@ def test_sandbox_command_on_a_busy_port_is_a_clear_error(
     assert f"error: the sandbox could not start on 127.0.0.1:{port}" in err
     assert "address already in use" in err
     assert "Traceback" not in err
+
+
+def test_sandbox_command_reads_a_folder_with_only_a_sandbox_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--config needs no tenants or sinks; a bad sandbox key is file:line."""
+    (tmp_path / "sandbox.yaml").write_text("sandbox:\n  days: 1\n  seed: 3\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        # Past the configuration, the busy port is the only thing in the way.
+        assert main(["sandbox", "--config", str(tmp_path), "--port", port]) == 1
+        (tmp_path / "sandbox.yaml").write_text("sandbox:\n  days: 1\n  seed: x\n")
+        assert main(["sandbox", "--config", str(tmp_path), "--port", port]) == 2
+
+    err = capsys.readouterr().err
+    assert "could not start" in err
+    assert f"{tmp_path / 'sandbox.yaml'}:3: sandbox.seed" in err
