@@ -11,12 +11,15 @@ belongs to the sink, which rejects keys it does not know.
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 import re
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypeVar
 
 from runner import secrets
 from runner.errors import ConfigError, Problem, SinkError
@@ -263,6 +266,55 @@ class Sink(abc.ABC):
         traceback: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+T = TypeVar("T")
+
+
+class BlockingCalls:
+    """Runs one sink's blocking I/O on a daemon thread of its own, one call at a time.
+
+    A write that blocks for good (a pipe nobody reads, a hung file system)
+    then holds up only its own sink: it takes no thread from the default pool
+    that the outbox and the state file need, a retry while it still runs
+    fails at once instead of blocking one more thread, and it does not keep
+    the process from exiting.
+    """
+
+    def __init__(self, sink: str) -> None:
+        self._sink = sink
+        self._thread: threading.Thread | None = None
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        if self._thread is not None and self._thread.is_alive():
+            raise SinkError(self._sink, "the previous write has not returned yet")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def settle(outcome: Any, error: BaseException | None) -> None:
+            if future.done():  # the caller timed out and went away
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(outcome)
+
+        def work() -> None:
+            outcome: Any = None
+            error: BaseException | None = None
+            try:
+                outcome = function(*args)
+            except BaseException as caught:
+                error = caught
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(settle, outcome, error)
+
+        self._thread = threading.Thread(
+            target=work, name=f"sink-{self._sink}", daemon=True
+        )
+        self._thread.start()
+
+        return await future
 
 
 SINK_TYPES: dict[str, type[Sink]] = {}

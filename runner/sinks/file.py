@@ -26,7 +26,7 @@ from typing import Any, Self
 
 from runner.errors import SinkError
 from runner.records import Record
-from runner.sinks.base import Options, SendResult, Sink, register
+from runner.sinks.base import BlockingCalls, Options, SendResult, Sink, register
 
 ENVELOPE_COLUMNS = (
     "event_id",
@@ -83,6 +83,8 @@ class FileSink(Sink):
         # A send the dispatcher timed out may still be writing in its thread;
         # the retry waits for it instead of interleaving with it.
         self._write_lock = threading.Lock()
+        # A write stuck on a hung file system holds this sink's thread only.
+        self._blocking = BlockingCalls(name)
 
     @classmethod
     def from_options(cls, name: str, options: Options) -> Self:
@@ -114,7 +116,7 @@ class FileSink(Sink):
         for record in batch:
             groups.setdefault(self._stem(record), []).append(record)
         try:
-            rotated = await asyncio.to_thread(self._write_groups, groups)
+            rotated = await self._blocking.run(self._write_groups, groups)
         except OSError as error:
             raise SinkError(self.name, f"cannot write: {error}") from error
         for path in rotated:

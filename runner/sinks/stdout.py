@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import threading
 from collections.abc import Sequence
@@ -10,7 +9,7 @@ from typing import BinaryIO, Self
 
 from runner.errors import SinkError
 from runner.records import Record
-from runner.sinks.base import Options, SendResult, Sink, register
+from runner.sinks.base import BlockingCalls, Options, SendResult, Sink, register
 
 
 @register
@@ -23,6 +22,7 @@ class StdoutSink(Sink):
         super().__init__(name)
         self._stream = stream
         self._write_lock = threading.Lock()
+        self._blocking = BlockingCalls(name)
 
     @classmethod
     def from_options(cls, name: str, options: Options) -> Self:
@@ -31,9 +31,10 @@ class StdoutSink(Sink):
 
     async def send(self, batch: Sequence[Record]) -> SendResult | None:
         data = "".join(record.to_json() + "\n" for record in batch).encode("utf-8")
-        # A slow reader on the pipe must block a thread, not the event loop.
+        # A slow reader on the pipe must block a thread of this sink's own,
+        # not the event loop nor the thread pool the outbox needs.
         try:
-            await asyncio.to_thread(self._write, data)
+            await self._blocking.run(self._write, data)
         except (OSError, ValueError) as error:
             raise SinkError(self.name, f"cannot write to stdout: {error}") from error
 
