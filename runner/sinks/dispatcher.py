@@ -9,6 +9,7 @@ that fails or hangs holds up only its own worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -211,12 +212,12 @@ class Dispatcher:
                 result = await asyncio.wait_for(sink.send(records), sink.timeout)
             except RecordsRejected as error:
                 stats.delivered += len(records) - len(error.rejected)
-                self._dead_letter(name, error.rejected)
+                await self._dead_letter(name, error.rejected)
                 return
             except SinkError as error:
                 if not error.retryable:
                     stats.failed += 1
-                    self._dead_letter(name, [(r, str(error)) for r in records])
+                    await self._dead_letter(name, [(r, str(error)) for r in records])
                     return
                 reason, wait = str(error), None
                 if isinstance(error, SinkThrottled):
@@ -270,11 +271,17 @@ class Dispatcher:
                 removed_bytes=cut.removed_bytes,
             )
 
-    def _dead_letter(self, name: str, rejected: Sequence[tuple[Record, str]]) -> None:
-        """Append records no retry can deliver to ``dead-letter/<sink>.jsonl``."""
+    async def _dead_letter(
+        self, name: str, rejected: Sequence[tuple[Record, str]]
+    ) -> None:
+        """Append records no retry can deliver to ``dead-letter/<sink>.jsonl``.
+
+        A folder that cannot be written (disk full, read-only, not a folder) is
+        retried with backoff: the batch stays in the outbox meanwhile, and the
+        worker lives on.
+        """
         if not rejected:
             return
-        self.dead_letter_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.dead_letter_dir / f"{name}.jsonl"
         lines = "".join(
             json.dumps(
@@ -284,13 +291,30 @@ class Dispatcher:
             )
             + "\n"
             for record, reason in rejected
-        )
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, lines.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        ).encode("utf-8")
+        attempt = 0
+        while True:
+            try:
+                self._append_dead_letters(path, lines)
+                break
+            except OSError as error:
+                delay = backoff_delay(
+                    attempt,
+                    base=self._backoff_base,
+                    cap=self._backoff_cap,
+                    rng=self._rng,
+                )
+                log.error(
+                    "sink.dead_letter_failed",
+                    sink=name,
+                    rows=len(rejected),
+                    path=str(path),
+                    attempt=attempt + 1,
+                    retry_in_s=round(delay, 3),
+                    error=str(error),
+                )
+                attempt += 1
+                await self._sleep(delay)
         self._stats[name].dead_lettered += len(rejected)
         for record, reason in rejected:
             log.error(
@@ -301,3 +325,21 @@ class Dispatcher:
                 path=str(path),
                 error=reason,
             )
+
+    def _append_dead_letters(self, path: Path, lines: bytes) -> None:
+        self.dead_letter_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(lines)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                # A half-written line would spoil the file for its readers.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)

@@ -412,3 +412,42 @@ def test_config_sink_spec_builds_a_sink(tmp_path: Path) -> None:
     )
 
     assert build_sink(spec).name == "files"
+
+
+async def test_unwritable_dead_letter_folder_keeps_the_worker_alive(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """A dead letter that cannot be written is retried; the sink keeps delivering."""
+    blocker = tmp_path / "dead-letter"
+    blocker.write_text("a file where the folder should be")
+    batch = records(3)
+    sink = DummySink("siem", failures=[SinkError("siem", "400", retryable=False)])
+    sink.batch_size = 1
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        if len(delays) == 3:
+            blocker.unlink()
+        await asyncio.sleep(0)
+
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    outbox.create_schema(conn)
+    dispatcher = Dispatcher(
+        Outbox(path),
+        [(LocalSinkSpec("siem", "dummy"), sink)],
+        dead_letter_dir=blocker,
+        sleep=sleep,
+    )
+    dispatcher.enqueue(conn, batch)
+    conn.close()
+    async with dispatcher:
+        assert await dispatcher.drain(timeout=5)
+
+    letters = (tmp_path / "dead-letter" / "siem.jsonl").read_text().splitlines()
+    assert [json.loads(line)["record"]["event_id"] for line in letters] == [
+        batch[0].event_id
+    ]
+    assert [r.event_id for r in sink.received] == [r.event_id for r in batch[1:]]
+    assert len(delays) >= 3
