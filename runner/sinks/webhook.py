@@ -15,7 +15,8 @@ otherwise; other ``headers`` values may be given the same way.
 Answers: 2xx delivered; 413 splits the request in halves and sends each (a
 single record still too big is rejected for good); 429 asks the dispatcher to
 wait ``Retry-After``; 5xx and network errors are retryable; other statuses
-reject the batch.
+reject the batch. When the dispatcher retries a batch, the records an earlier
+attempt got accepted or rejected for good are not posted again.
 """
 
 from __future__ import annotations
@@ -110,6 +111,9 @@ class WebhookSink(Sink):
             proxy or network.proxy_settings(None)
         ).for_aiohttp(url)
         self._clock = clock
+        # What earlier attempts at the batch being sent settled, by event id:
+        # None once the receiver took the record, else why it was rejected.
+        self._settled: dict[str, str | None] = {}
         self._session: aiohttp.ClientSession | None = None
         self._ssl: ssl.SSLContext | bool
         if url.startswith("http://"):
@@ -248,32 +252,39 @@ class WebhookSink(Sink):
     # Sending ----------------------------------------------------------------
 
     async def send(self, batch: Sequence[Record]) -> SendResult | None:
-        rejected: list[tuple[Record, str]] = []
-        for chunk in self._chunks(batch):
-            await self._post_splitting(chunk, rejected)
+        # The dispatcher retries a failed or timed-out batch as it is: records
+        # an earlier attempt already settled are not posted again, so a batch
+        # cut into several requests makes progress and sends no repeats.
+        ids = {record.event_id for record in batch}
+        self._settled = {k: v for k, v in self._settled.items() if k in ids}
+        todo = [record for record in batch if record.event_id not in self._settled]
+        for chunk in self._chunks(todo):
+            await self._post_splitting(chunk)
+        rejected = [
+            (record, reason)
+            for record in batch
+            if (reason := self._settled.get(record.event_id)) is not None
+        ]
+        self._settled = {}
         if rejected:
             raise RecordsRejected(self.name, rejected)
 
         return None
 
-    async def _post_splitting(
-        self, chunk: list[tuple[Record, bytes]], rejected: list[tuple[Record, str]]
-    ) -> None:
+    async def _post_splitting(self, chunk: list[tuple[Record, bytes]]) -> None:
         """POST *chunk*; on 413 send its halves, down to single records."""
-        status = await self._post(chunk, rejected)
+        status = await self._post(chunk)
         if status != 413:
             return
         if len(chunk) == 1:
-            rejected.append((chunk[0][0], "413: too large for the receiver"))
+            self._settled[chunk[0][0].event_id] = "413: too large for the receiver"
             return
         middle = len(chunk) // 2
         log.debug("sink.batch_split", sink=self.name, rows=len(chunk))
-        await self._post_splitting(chunk[:middle], rejected)
-        await self._post_splitting(chunk[middle:], rejected)
+        await self._post_splitting(chunk[:middle])
+        await self._post_splitting(chunk[middle:])
 
-    async def _post(
-        self, chunk: list[tuple[Record, bytes]], rejected: list[tuple[Record, str]]
-    ) -> int:
+    async def _post(self, chunk: list[tuple[Record, bytes]]) -> int:
         body = self._body([part for _, part in chunk])
         headers = {
             "Content-Type": self.content_type,
@@ -306,7 +317,9 @@ class WebhookSink(Sink):
 
         if 200 <= status < 300:
             if self.preset == "elasticsearch":
-                self._check_bulk_items(chunk, text, rejected)
+                self._check_bulk_items(chunk, text)
+            else:
+                self._settled.update((record.event_id, None) for record, _ in chunk)
             return status
         if status == 413:
             return status
@@ -319,31 +332,32 @@ class WebhookSink(Sink):
         retryable = status >= 500 or status == 408
         raise SinkError(self.name, f"HTTP {status}: {text[:200]}", retryable=retryable)
 
-    def _check_bulk_items(
-        self,
-        chunk: list[tuple[Record, bytes]],
-        text: str,
-        rejected: list[tuple[Record, str]],
-    ) -> None:
+    def _check_bulk_items(self, chunk: list[tuple[Record, bytes]], text: str) -> None:
         """Elasticsearch answers 200 even when some documents failed."""
         try:
             answer = json.loads(text)
         except ValueError as error:
             raise SinkError(self.name, "bulk answer is not JSON") from error
-        if not answer.get("errors"):
+        if not isinstance(answer, dict) or not answer.get("errors"):
+            self._settled.update((record.event_id, None) for record, _ in chunk)
             return
         retry = False
-        for (record, _), item in zip(chunk, answer.get("items", []), strict=False):
-            result = next(iter(item.values()), {})
-            status = int(result.get("status", 200))
-            if status == 429 or status >= 500:
+        items = answer.get("items") or []
+        for index, (record, _) in enumerate(chunk):
+            item = items[index] if index < len(items) else None
+            result = next(iter(item.values()), {}) if isinstance(item, dict) else {}
+            status = int(result.get("status", 0)) if isinstance(result, dict) else 0
+            if 200 <= status < 300:
+                self._settled[record.event_id] = None
+            elif status == 429 or status >= 500 or status == 0:
+                # Throttled, failed on the cluster's side, or not answered for.
                 retry = True
-            elif status >= 300:
+            else:
                 reason = _dumps(result.get("error", status))[:500]
-                rejected.append((record, f"elasticsearch {status}: {reason}"))
+                self._settled[record.event_id] = f"elasticsearch {status}: {reason}"
         if retry:
-            # Indexing by _id is idempotent, so re-sending the whole batch
-            # cannot make duplicates in the index.
+            # Indexing by _id is idempotent, so even a repeat of a document
+            # cannot make a duplicate in the index.
             raise SinkError(self.name, "bulk items throttled or failed; retrying")
 
     def _session_open(self) -> aiohttp.ClientSession:

@@ -329,3 +329,86 @@ async def test_sigkill_during_delivery_loses_nothing(
     assert set(receiver.accepted_ids) == expected
     # At most the batch in flight at the kill is delivered twice.
     assert len(receiver.accepted_ids) - rows <= 20
+
+
+async def test_retried_batch_does_not_resend_requests_already_accepted(
+    tmp_path: Path,
+    receiver: WebhookReceiver,
+    certificates: TlsFiles,
+    records: Callable[..., list[Record]],
+) -> None:
+    """When a later request of a batch fails, the retry skips the accepted ones."""
+    failures = {"left": 20}
+
+    def flaky_tail(documents: list[dict[str, Any]], server: WebhookReceiver) -> Any:
+        if failures["left"] and any(d["row"]["Count"] >= 15 for d in documents):
+            failures["left"] -= 1
+            return web.Response(status=500)
+        return None
+
+    receiver.policy = flaky_tail
+    sent = records(20)
+    sink = _sink(receiver.url, certificates, batch_size=20, batch_bytes=2048)
+    await _deliver(tmp_path, sink, sent)
+
+    assert sorted(receiver.accepted_ids) == sorted(r.event_id for r in sent)
+    assert len(receiver.accepted_ids) == len(set(receiver.accepted_ids))
+
+
+async def test_413_for_everything_from_a_slow_receiver_finishes(
+    tmp_path: Path,
+    receiver: WebhookReceiver,
+    certificates: TlsFiles,
+    records: Callable[..., list[Record]],
+) -> None:
+    """A slow receiver refusing every size dead-letters the batch, not loops forever."""
+    receiver.policy = lambda documents, server: web.Response(status=413)
+    receiver.delay = 0.02
+    sent = records(40)
+    sink = _sink(receiver.url, certificates, batch_size=40, timeout=0.5)
+    dispatcher = await _deliver(tmp_path, sink, sent)
+
+    letters = (tmp_path / "dead-letter" / "hook.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["record"]["event_id"] for line in letters) == sorted(
+        r.event_id for r in sent
+    )
+    assert dispatcher.stats()["hook"]["dead_lettered"] == 40
+
+
+async def test_elasticsearch_retries_only_the_throttled_items(
+    tmp_path: Path,
+    receiver: WebhookReceiver,
+    certificates: TlsFiles,
+    records: Callable[..., list[Record]],
+) -> None:
+    """Per-item 429s resend those documents only; per-item 400s are dead-lettered."""
+    throttled = {"left": 3}
+    indexed: list[str] = []
+
+    def bulk(documents: list[dict[str, Any]], server: WebhookReceiver) -> Any:
+        items = []
+        for action in documents[::2]:
+            document_id = action["index"]["_id"]
+            if document_id == sent[2].event_id:
+                items.append({"index": {"status": 400, "error": {"type": "mapping"}}})
+            elif document_id == sent[1].event_id and throttled["left"]:
+                throttled["left"] -= 1
+                items.append({"index": {"status": 429}})
+            else:
+                indexed.append(document_id)
+                items.append({"index": {"status": 201}})
+        return web.json_response({"errors": True, "items": items})
+
+    receiver.policy = bulk
+    sent = records(4)
+    sink = _sink(
+        receiver.url.replace("/hook", "/_bulk"), certificates, preset="elasticsearch"
+    )
+    await _deliver(tmp_path, sink, sent)
+
+    assert sorted(indexed) == sorted(r.event_id for i, r in enumerate(sent) if i != 2)
+    assert len(indexed) == len(set(indexed))
+    letters = (tmp_path / "dead-letter" / "hook.jsonl").read_text().splitlines()
+    assert [json.loads(line)["record"]["event_id"] for line in letters] == [
+        sent[2].event_id
+    ]
