@@ -36,6 +36,11 @@ from runner.sinks.base import (
 
 log = structlog.get_logger(__name__)
 
+# The longest pause a receiver's Retry-After may impose on a sink: a value of
+# days (or an infinite one) is a receiver's bug, and waiting it out would
+# stall the sink with rows waiting.
+RETRY_AFTER_CAP = 900.0
+
 
 @dataclass
 class SinkStats:
@@ -71,6 +76,7 @@ class Dispatcher:
         backoff_base: float = 0.5,
         backoff_cap: float = 60.0,
         poll_interval: float = 1.0,
+        retry_after_cap: float = RETRY_AFTER_CAP,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -80,6 +86,7 @@ class Dispatcher:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._poll_interval = poll_interval
+        self._retry_after_cap = retry_after_cap
         self._sleep = sleep
         self._rng = rng
         self._stats = {spec.name: SinkStats() for spec, _ in self._sinks}
@@ -239,7 +246,7 @@ class Dispatcher:
                 attempt, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng
             )
             if wait is not None:
-                delay = max(delay, wait)
+                delay = max(delay, min(wait, self._retry_after_cap))
             log.warning(
                 "sink.send_failed",
                 sink=name,

@@ -30,7 +30,6 @@ import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -39,6 +38,7 @@ import structlog
 
 from runner import __version__, network
 from runner.errors import SinkError
+from runner.limiter.retry_after import parse_retry_after
 from runner.records import Record
 from runner.secrets import Secret
 from runner.sinks.base import (
@@ -378,19 +378,14 @@ class WebhookSink(Sink):
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: a number or an HTTP date."""
+    """Seconds from a Retry-After header: a number or an HTTP date.
+
+    Read like the API's own 429s: an infinite or unreadable value is None.
+    """
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
 
-    return max(0.0, moment.timestamp() - time.time())
+    return parse_retry_after({"Retry-After": value})
 
 
 def _event_time(record: Record) -> float:

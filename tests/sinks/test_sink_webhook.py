@@ -412,3 +412,32 @@ async def test_elasticsearch_retries_only_the_throttled_items(
     assert [json.loads(line)["record"]["event_id"] for line in letters] == [
         sent[2].event_id
     ]
+
+
+@pytest.mark.parametrize(
+    "retry_after", ["1e400", "99999999999", "Fri, 31 Dec 9999 23:59:59 GMT"]
+)
+async def test_absurd_retry_after_is_capped(
+    tmp_path: Path,
+    receiver: WebhookReceiver,
+    certificates: TlsFiles,
+    records: Callable[..., list[Record]],
+    retry_after: str,
+) -> None:
+    """An infinite or centuries-long Retry-After pauses the sink for the cap only."""
+
+    def throttle(documents: Any, server: WebhookReceiver) -> Any:
+        if server.calls == 1:
+            return web.Response(status=429, headers={"Retry-After": retry_after})
+        return None
+
+    receiver.policy = throttle
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+
+    await _deliver(tmp_path, _sink(receiver.url, certificates), records(2), sleep=sleep)
+
+    assert len(delays) == 1 and delays[0] <= 900
+    assert len(receiver.accepted_ids) == 2
