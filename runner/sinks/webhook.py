@@ -14,9 +14,10 @@ otherwise; other ``headers`` values may be given the same way.
 
 Answers: 2xx delivered; 413 splits the request in halves and sends each (a
 single record still too big is rejected for good); 429 asks the dispatcher to
-wait ``Retry-After``; 5xx and network errors are retryable; other statuses
-reject the batch. When the dispatcher retries a batch, the records an earlier
-attempt got accepted or rejected for good are not posted again.
+wait ``Retry-After``; 5xx, redirects (never followed) and network errors are
+retryable; other statuses reject the batch. When the dispatcher retries a
+batch, the records an earlier attempt got accepted or rejected for good are
+not posted again.
 """
 
 from __future__ import annotations
@@ -308,10 +309,15 @@ class WebhookSink(Sink):
                 ssl=self._ssl,
                 proxy=self._proxy,
                 proxy_headers=self._proxy_headers,
+                # A redirect would re-send the headers (keys, tokens) to
+                # another host, or turn the POST into a GET whose 200 would
+                # count as delivery.
+                allow_redirects=False,
             ) as response:
                 status = response.status
                 text = await response.text(errors="replace")
                 retry_after = response.headers.get("Retry-After")
+                location = response.headers.get("Location", "")
         except (aiohttp.ClientError, TimeoutError) as error:
             raise SinkError(self.name, f"POST failed: {error!r}") from error
 
@@ -328,6 +334,13 @@ class WebhookSink(Sink):
                 self.name,
                 "429 too many requests",
                 retry_after=_retry_after(retry_after),
+            )
+        if 300 <= status < 400:
+            # A moved endpoint is a configuration to fix: keep the rows.
+            raise SinkError(
+                self.name,
+                f"HTTP {status}: redirected to {network.redact(location)[:200]!r}; "
+                "set url to the final address",
             )
         retryable = status >= 500 or status == 408
         raise SinkError(self.name, f"HTTP {status}: {text[:200]}", retryable=retryable)

@@ -441,3 +441,45 @@ async def test_absurd_retry_after_is_capped(
 
     assert len(delays) == 1 and delays[0] <= 900
     assert len(receiver.accepted_ids) == 2
+
+
+@pytest.mark.parametrize("status", [302, 307])
+async def test_redirect_is_not_followed_with_the_records_or_the_secrets(
+    receiver: WebhookReceiver,
+    certificates: TlsFiles,
+    records: Callable[..., list[Record]],
+    monkeypatch: pytest.MonkeyPatch,
+    status: int,
+) -> None:
+    """A redirect is a retryable error: no GET counted as delivery, no key elsewhere."""
+    caught: list[tuple[str, dict[str, str]]] = []
+
+    async def anything(request: web.Request) -> web.Response:
+        caught.append((request.method, dict(request.headers)))
+        return web.Response(text="<html>sign in</html>")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", anything)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    elsewhere = f"http://127.0.0.1:{port}/login"
+    receiver.policy = lambda documents, server: web.Response(
+        status=status, headers={"Location": elsewhere}
+    )
+    monkeypatch.setenv("HOOK_API_KEY", "k-123-secret")
+    sink = _sink(
+        receiver.url, certificates, headers={"X-Api-Key": {"env": "HOOK_API_KEY"}}
+    )
+    try:
+        async with sink:
+            with pytest.raises(SinkError) as error:
+                await sink.send(records(2))
+    finally:
+        await runner.cleanup()
+
+    assert error.value.retryable
+    assert str(status) in str(error.value)
+    assert caught == []
