@@ -318,12 +318,28 @@ class SyslogSink(Sink):
             ) = await loop.create_datagram_endpoint(
                 _Datagrams, remote_addr=(self.host, self.port)
             )
+        self._raise_datagram_error()
+        for message in messages:
+            self._datagram.sendto(message)
+        # A closed port answers with an ICMP port-unreachable: at once on
+        # loopback, within a round trip on a LAN. Look for it before the batch
+        # counts as sent; otherwise every batch would vanish "delivered".
+        await asyncio.sleep(0)
+        self._raise_datagram_error()
+
+    def _raise_datagram_error(self) -> None:
+        """Raise the error an earlier datagram of this socket came back with."""
+        error: Exception | None = None
         protocol = self._datagram_protocol
         if protocol is not None and protocol.error is not None:
             error, protocol.error = protocol.error, None
+        sock = self._datagram.get_extra_info("socket") if self._datagram else None
+        if error is None and sock is not None:
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                error = OSError(code, os.strerror(code))
+        if error is not None:
             raise error if isinstance(error, OSError) else OSError(str(error))
-        for message in messages:
-            self._datagram.sendto(message)
 
     async def _send_stream(self, messages: list[bytes]) -> None:
         reader, writer = self._reader, self._writer

@@ -5,16 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
+import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sink_receivers import SyslogReceiver
 from sink_tls import TlsFiles, make_tls_files
 
+from runner import outbox
 from runner.errors import SinkError
+from runner.outbox import Outbox
 from runner.records import Record
-from runner.sinks import build_sink
+from runner.sinks import Dispatcher, build_sink
 from runner.sinks.base import LocalSinkSpec
 from runner.sinks.cef import escape_extension, escape_header, format_cef
 from runner.sinks.syslog import SyslogFormatter, SyslogSink
@@ -209,3 +214,54 @@ async def test_send_reports_truncations(records: Callable[..., list[Record]]) ->
     assert result is not None
     assert [cut.event_id for cut in result.truncated] == [big[0].event_id]
     assert max(len(m) for m in receiver.messages) <= 2048
+
+
+async def test_udp_to_a_closed_port_keeps_the_rows_queued(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """Datagrams refused by the receiver's host are not acknowledged; they wait."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    spec = LocalSinkSpec("s", "syslog", options={"port": port, "batch_size": 1})
+    sink = build_sink(spec)
+    received: list[bytes] = []
+    listener: list[asyncio.DatagramTransport] = []
+
+    class Collect(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            received.append(data)
+
+    failures: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        failures.append(delay)
+        if len(failures) == 6:
+            # The receiver comes up on the port the sink was sending to.
+            transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                Collect, local_addr=("127.0.0.1", port)
+            )
+            listener.append(transport)
+        await asyncio.sleep(0.01)
+
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    outbox.create_schema(conn)
+    dispatcher = Dispatcher(
+        Outbox(path), [(spec, sink)], dead_letter_dir=tmp_path / "dl", sleep=sleep
+    )
+    sent = records(3)
+    dispatcher.enqueue(conn, sent)
+    conn.close()
+    async with dispatcher:
+        assert await dispatcher.drain(timeout=10)
+        for _ in range(100):
+            if len(received) >= 3:
+                break
+            await asyncio.sleep(0.01)
+    for transport in listener:
+        transport.close()
+
+    ids = {json.loads(m[m.index(b"{") :])["event_id"] for m in received}
+    assert ids == {r.event_id for r in sent}
+    assert len(failures) >= 6
