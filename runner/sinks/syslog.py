@@ -25,12 +25,19 @@ import json
 import os
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Self
 
 import structlog
+
+try:
+    import fcntl
+    import termios
+except ImportError:  # not on Windows
+    fcntl = termios = None  # type: ignore[assignment]
 
 from runner import network
 from runner.errors import SinkError
@@ -62,6 +69,12 @@ SYSLOG_SEVERITY = {"informational": 6, "low": 5, "medium": 4, "high": 2}
 # The structured-data id uses the enterprise number RFC 5612 reserves for
 # documentation, as hunt-runner has none of its own.
 SD_ID = "hunt-runner@32473"
+
+# Linux: bytes of a TCP socket not yet acknowledged by the peer (SIOCOUTQ),
+# and the connection's state.
+_TIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if termios else None
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
+_TCP_ESTABLISHED, _TCP_CLOSE_WAIT = 1, 8
 
 _MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 
@@ -352,11 +365,42 @@ class SyslogSink(Sink):
                 server_hostname=self.host if self._ssl else None,
             )
             self._reader, self._writer = reader, writer
-        # XXX: syslog over TCP has no acknowledgements, so messages written
-        # just before the receiver drops the connection can be lost without
-        # an error; only RELP would close that gap.
         writer.write(b"".join(b"%d %s" % (len(m), m) for m in messages))
         await writer.drain()
+        await self._acknowledged(writer)
+
+    async def _acknowledged(self, writer: asyncio.StreamWriter) -> None:
+        """Return once the receiver's TCP stack has acknowledged every byte.
+
+        ``drain`` returns as soon as the bytes are in our kernel's send
+        buffer, which holds hundreds of kilobytes: a receiver that hangs, a
+        host that died or a network cut would otherwise "take" thousands of
+        records that are then lost. Syslog has no acknowledgements of its own,
+        so messages a receiver took into its socket and never read (it closed
+        or restarted) can still be lost; only RELP would close that gap.
+        """
+        sock = writer.get_extra_info("socket")
+        if sock is None or _TIOCOUTQ is None:
+            return
+        pause = 0.0005
+        while True:
+            reader = self._reader
+            if writer.transport.is_closing() or (
+                reader is not None and reader.exception() is not None
+            ):
+                raise ConnectionResetError("the receiver dropped the connection")
+            (unacknowledged,) = struct.unpack(
+                "i", fcntl.ioctl(sock.fileno(), _TIOCOUTQ, b"\0\0\0\0")
+            )
+            if unacknowledged == 0:
+                break
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        # A reset empties the queue too: only a live connection acknowledged.
+        if _TCP_INFO is not None:
+            state = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 8)[0]
+            if state not in (_TCP_ESTABLISHED, _TCP_CLOSE_WAIT):
+                raise ConnectionResetError("the receiver dropped the connection")
 
     def _abandon_connection(self) -> None:
         if self._writer is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import make_record
 from sink_receivers import SyslogReceiver
 from sink_tls import TlsFiles, make_tls_files
 
@@ -265,3 +266,26 @@ async def test_udp_to_a_closed_port_keeps_the_rows_queued(
     ids = {json.loads(m[m.index(b"{") :])["event_id"] for m in received}
     assert ids == {r.event_id for r in sent}
     assert len(failures) >= 6
+
+
+async def test_tcp_send_is_not_done_until_the_receiver_acknowledged_it(
+    records: Callable[..., list[Record]],
+) -> None:
+    """Messages still waiting in our socket buffer do not count as delivered."""
+    # A receiver that took the connection but reads nothing, with a tiny
+    # window: what the sink writes stays unacknowledged in its send buffer.
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    sink = build_sink(
+        LocalSinkSpec("s", "syslog", options={"port": port, "transport": "tcp"})
+    )
+    batch = [make_record(n, row={"Blob": "x" * 1000, "n": n}) for n in range(50)]
+    try:
+        async with sink:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(sink.send(batch), 1.0)
+    finally:
+        listener.close()
