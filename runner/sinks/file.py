@@ -167,9 +167,20 @@ class FileSink(Sink):
                 handle.columns = _csv_columns(records, ())
                 data = _csv_bytes(records, handle.columns, header=True)
 
-        _write_all(handle.fd, data)
-        if self.fsync:
-            os.fsync(handle.fd)
+        try:
+            _write_all(handle.fd, data)
+            if self.fsync:
+                os.fsync(handle.fd)
+        except OSError:
+            # A full disk or a quota can stop a write halfway: cut the file
+            # back to its last whole line, so the retry appends after it.
+            try:
+                os.ftruncate(handle.fd, handle.size)
+            except OSError:
+                # Reopening repairs the partial line before the next write.
+                self._files.pop(stem, None)
+                os.close(handle.fd)
+            raise
         handle.size += len(data)
 
         return rotated

@@ -6,6 +6,8 @@ import csv
 import gzip
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -157,3 +159,58 @@ async def test_unwritable_folder_is_a_sink_error(
     await sink.aclose()
 
     assert caught.value.retryable
+
+
+FULL_DISK_CHILD = """
+import asyncio, resource, signal, sys
+sys.path[:0] = [sys.argv[2], sys.argv[3]]
+from pathlib import Path
+from conftest import make_record
+from runner.errors import SinkError
+from runner.sinks.file import FileSink
+
+async def main(folder):
+    sink = FileSink("files", folder=folder, compress=False)
+    await sink.send([make_record(0)])
+    size = (folder / "suspicious-powershell.jsonl").stat().st_size
+    # The file may grow by 500 more bytes, as on a disk about to fill up.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 500, hard))
+    try:
+        await sink.send([make_record(n) for n in range(1, 4)])
+    except SinkError:
+        print("write failed")
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    await sink.send([make_record(n) for n in range(1, 4)])
+    await sink.aclose()
+
+asyncio.run(main(Path(sys.argv[1])))
+"""
+
+
+def test_failed_write_leaves_no_half_line(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """A write cut short by a full disk is undone, so the retry leaves whole lines."""
+    here = Path(__file__).parent
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            FULL_DISK_CHILD,
+            str(tmp_path),
+            str(here),
+            str(here.parents[1]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "write failed" in done.stdout
+    lines = (tmp_path / "suspicious-powershell.jsonl").read_text().splitlines()
+    assert [json.loads(line)["event_id"] for line in lines] == [
+        r.event_id for r in records(4)
+    ]
