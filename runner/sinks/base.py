@@ -283,10 +283,12 @@ class BlockingCalls:
 
     def __init__(self, sink: str) -> None:
         self._sink = sink
-        self._thread: threading.Thread | None = None
+        # Set while a call runs; cleared by its thread before the caller
+        # hears the outcome, so the caller's next call never finds it set.
+        self._busy = threading.Event()
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
-        if self._thread is not None and self._thread.is_alive():
+        if self._busy.is_set():
             raise SinkError(self._sink, "the previous write has not returned yet")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -306,13 +308,14 @@ class BlockingCalls:
                 outcome = function(*args)
             except BaseException as caught:
                 error = caught
+            finally:
+                self._busy.clear()
             with contextlib.suppress(RuntimeError):  # the loop has closed
                 loop.call_soon_threadsafe(settle, outcome, error)
 
-        self._thread = threading.Thread(
-            target=work, name=f"sink-{self._sink}", daemon=True
-        )
-        self._thread.start()
+        self._busy.set()
+        thread = threading.Thread(target=work, name=f"sink-{self._sink}", daemon=True)
+        thread.start()
 
         return await future
 

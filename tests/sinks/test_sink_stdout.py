@@ -82,3 +82,15 @@ async def test_blocked_pipe_does_not_starve_other_sinks(
         conn.close()
 
     assert dispatcher.stats()["files"]["delivered"] == 7
+
+
+async def test_back_to_back_sends_all_succeed(
+    records: Callable[..., list[Record]],
+) -> None:
+    """A send right after the previous one returned never finds its thread busy."""
+    stream = io.BytesIO()
+    async with StdoutSink("out", stream=stream) as sink:
+        for number in range(300):
+            await sink.send(records(1, start=number))
+
+    assert len(stream.getvalue().splitlines()) == 300
