@@ -83,7 +83,7 @@ def enqueue(
         targets = sinks(record) if callable(sinks) else sinks
         if not targets:
             continue
-        text = json.dumps(record.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        text = record.to_json()
         for sink in targets:
             # The upsert changes a row only when the pair is new or its
             # fingerprint has expired; rowcount says which happened.

@@ -26,13 +26,41 @@ def severity_rank(severity: str) -> int:
         return 0
 
 
+def utf8_safe(text: str) -> str:
+    """*text* with any lone UTF-16 surrogate written as its ``\\uXXXX`` escape.
+
+    The service may send a string holding half of a surrogate pair (JSON
+    allows ``"\\ud83d"``, and Windows command lines can hold one); Python keeps
+    it as a character that no UTF-8 encoder accepts.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+    return text
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON with UTF-8 characters kept, always encodable as UTF-8.
+
+    A lone surrogate inside a string becomes its JSON escape, which reads back
+    as the same value.
+    """
+    return utf8_safe(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
 def event_id(hunt: str, tenant: str, row: Mapping[str, Any]) -> str:
     """A stable id from the hunt, the tenant and the row's content."""
     canonical = json.dumps(
         [hunt, tenant, row], sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
+    # surrogatepass: a lone surrogate gets an id too; other text, the same bytes.
+    data = canonical.encode("utf-8", "surrogatepass")
 
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -75,8 +103,8 @@ class Record:
         }
 
     def to_json(self) -> str:
-        """One line of JSON, UTF-8 characters kept as they are."""
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        """One line of JSON, UTF-8 characters kept as they are (see ``json_text``)."""
+        return json_text(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Record:

@@ -9,11 +9,10 @@ that SIEM parsers pick them up without custom rules.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from runner import __version__
-from runner.records import Record
+from runner.records import Record, json_text, utf8_safe
 
 CEF_SEVERITY = {"informational": 1, "low": 3, "medium": 5, "high": 8}
 
@@ -34,14 +33,14 @@ COLUMN_KEYS = {
 
 def escape_header(value: str) -> str:
     """A header field: backslash and pipe escaped, line breaks made spaces."""
-    value = value.replace("\\", "\\\\").replace("|", "\\|")
+    value = utf8_safe(value).replace("\\", "\\\\").replace("|", "\\|")
 
     return value.replace("\r", " ").replace("\n", " ")
 
 
 def escape_extension(value: str) -> str:
     """An extension value: backslash and equals escaped, line breaks as \\n."""
-    value = value.replace("\\", "\\\\").replace("=", "\\=")
+    value = utf8_safe(value).replace("\\", "\\\\").replace("=", "\\=")
 
     return value.replace("\r", "\\r").replace("\n", "\\n")
 
@@ -76,7 +75,7 @@ def format_cef(record: Record) -> str:
         value = record.row.get(column)
         if value not in (None, ""):
             extension.append((key, value))
-    row = json.dumps(dict(record.row), ensure_ascii=False, separators=(",", ":"))
+    row = json_text(dict(record.row))
     # msg goes last so that truncation cuts the row, not the mapped keys.
     extension.append(("msg", row))
     text = " ".join(f"{key}={escape_extension(str(value))}" for key, value in extension)

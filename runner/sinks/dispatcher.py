@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 import sqlite3
@@ -24,7 +23,7 @@ import structlog
 from runner import outbox as outbox_module
 from runner.errors import SinkError, StateError
 from runner.outbox import Outbox
-from runner.records import Record
+from runner.records import Record, json_text
 from runner.sinks.base import (
     RecordsRejected,
     SendResult,
@@ -291,11 +290,7 @@ class Dispatcher:
             return
         path = self.dead_letter_dir / f"{name}.jsonl"
         lines = "".join(
-            json.dumps(
-                {"sink": name, "error": reason, "record": record.to_dict()},
-                ensure_ascii=False,
-                separators=(",", ":"),
-            )
+            json_text({"sink": name, "error": reason, "record": record.to_dict()})
             + "\n"
             for record, reason in rejected
         ).encode("utf-8")

@@ -13,7 +13,6 @@ import asyncio
 import csv
 import gzip
 import io
-import json
 import os
 import shutil
 import threading
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from runner.errors import SinkError
-from runner.records import Record
+from runner.records import Record, json_text, utf8_safe
 from runner.sinks.base import BlockingCalls, Options, SendResult, Sink, register
 
 ENVELOPE_COLUMNS = (
@@ -320,7 +319,7 @@ def _csv_bytes(
         values = _csv_values(record)
         writer.writerow([values.get(column, "") for column in columns])
 
-    return buffer.getvalue().encode("utf-8")
+    return utf8_safe(buffer.getvalue()).encode("utf-8")
 
 
 def _csv_values(record: Record) -> dict[str, Any]:
@@ -337,7 +336,7 @@ def _csv_values(record: Record) -> dict[str, Any]:
     }
     for key, value in record.row.items():
         if isinstance(value, dict | list):
-            value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            value = json_text(value)
         elif value is None:
             value = ""
         # A row key that shadows an envelope column keeps the envelope's value.

@@ -21,7 +21,6 @@ with blocking sockets, which do not fit an async sink.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import ssl
@@ -41,7 +40,7 @@ except ImportError:  # not on Windows
 
 from runner import network
 from runner.errors import SinkError
-from runner.records import Record
+from runner.records import Record, json_text
 from runner.sinks.base import Options, SendResult, Sink, Truncation, register
 from runner.sinks.cef import format_cef
 
@@ -178,7 +177,7 @@ class SyslogFormatter:
 def _shorten_json(record: Record, room: int) -> tuple[bytes, int] | None:
     """Valid JSON with the row cut; None when the envelope alone is too big."""
     data: dict[str, Any] = record.to_dict()
-    row = json.dumps(data["row"], ensure_ascii=False, separators=(",", ":")).encode()
+    row = json_text(data["row"]).encode()
     data["truncated"] = True
     keep = len(row)
     # Escaping a cut row inside a string grows it by an amount known only
@@ -187,7 +186,7 @@ def _shorten_json(record: Record, room: int) -> tuple[bytes, int] | None:
         kept = _cut_utf8(row, keep)
         removed = len(row) - len(kept)
         data["row"] = kept.decode() + truncation_mark(removed)
-        encoded = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+        encoded = json_text(data).encode()
         excess = len(encoded) - room
         if excess <= 0:
             return encoded, removed

@@ -40,7 +40,7 @@ import structlog
 from runner import __version__, network
 from runner.errors import SinkError
 from runner.limiter.retry_after import parse_retry_after
-from runner.records import Record
+from runner.records import Record, json_text
 from runner.secrets import Secret
 from runner.sinks.base import (
     Options,
@@ -64,7 +64,7 @@ def sign(key: bytes, timestamp: int, body: bytes) -> str:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return json_text(value)
 
 
 @register
