@@ -105,9 +105,19 @@ def enqueue(
     return queued
 
 
-def pending(conn: sqlite3.Connection, sink: str | None = None) -> int:
-    """Rows waiting in the outbox, for one sink or for all."""
-    if sink is None:
+def pending(
+    conn: sqlite3.Connection,
+    sink: str | None = None,
+    *,
+    among: Sequence[str] | None = None,
+) -> int:
+    """Rows waiting in the outbox, for one sink, for the sinks *among*, or all."""
+    if sink is None and among is not None:
+        marks = ",".join("?" * len(among))
+        row = conn.execute(
+            f"SELECT count(*) FROM outbox WHERE sink IN ({marks})", tuple(among)
+        ).fetchone()
+    elif sink is None:
         row = conn.execute("SELECT count(*) FROM outbox").fetchone()
     else:
         row = conn.execute(
@@ -153,6 +163,8 @@ class Outbox:
         self._room = asyncio.Event()
         self._last_prune = 0.0
         self._counted_at = time.monotonic()
+        # The sinks whose rows count towards the capacity; None: every row.
+        self._counted_sinks: tuple[str, ...] | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(
@@ -169,6 +181,22 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def count_only(self, sinks: Sequence[str]) -> None:
+        """Count only the rows of *sinks* towards the capacity.
+
+        Rows left for a sink no longer configured are never delivered, so a
+        backlog of them must not stop the hunts for good.
+        """
+        self._counted_sinks = tuple(sinks)
+        self._pending = self._count()
+
+    def _count(self) -> int:
+        among = self._counted_sinks
+        counted = self._run(lambda conn: pending(conn, among=among))
+        assert isinstance(counted, int)
+
+        return counted
 
     def _run(self, work: Callable[[sqlite3.Connection], object]) -> object:
         with self._lock:
@@ -219,11 +247,16 @@ class Outbox:
             self._room.set()
 
     async def pending(self, sink: str | None = None) -> int:
-        """Rows waiting, for one sink or all; refreshes the backpressure count."""
+        """Rows waiting, for one sink or all; refreshes the backpressure count.
+
+        Without *sink*: the rows that count towards the capacity.
+        """
+        if sink is None:
+            count = await asyncio.to_thread(self._count)
+            self._pending = count
+            return count
         count = await asyncio.to_thread(self._run, lambda conn: pending(conn, sink))
         assert isinstance(count, int)
-        if sink is None:
-            self._pending = count
 
         return count
 
@@ -240,9 +273,7 @@ class Outbox:
         now = time.monotonic()
         if now - self._counted_at > 1.0:
             self._counted_at = now
-            counted = self._run(pending)
-            assert isinstance(counted, int)
-            self._pending = counted
+            self._pending = self._count()
 
         return self._pending >= self.capacity
 

@@ -89,6 +89,7 @@ class Dispatcher:
         self._sleep = sleep
         self._rng = rng
         self._stats = {spec.name: SinkStats() for spec, _ in self._sinks}
+        outbox.count_only([spec.name for spec, _ in self._sinks])
         self._wake = {spec.name: asyncio.Event() for spec, _ in self._sinks}
         self._tasks: list[asyncio.Task[None]] = []
 

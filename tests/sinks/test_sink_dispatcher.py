@@ -451,3 +451,22 @@ async def test_unwritable_dead_letter_folder_keeps_the_worker_alive(
     ]
     assert [r.event_id for r in sink.received] == [r.event_id for r in batch[1:]]
     assert len(delays) >= 3
+
+
+async def test_rows_of_unconfigured_sinks_do_not_fill_the_outbox(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """A backlog left for a removed sink does not stop hunts from fetching."""
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    outbox.create_schema(conn)
+    outbox.enqueue(conn, records(5), ["retired"])
+    conn.close()
+    box = Outbox(path, capacity=3)
+    sink = DummySink("current")
+    dispatcher = Dispatcher(
+        box, [(LocalSinkSpec("current", "dummy"), sink)], dead_letter_dir=tmp_path
+    )
+    async with dispatcher:
+        await asyncio.wait_for(box.wait_for_room(poll=0.05), 2)
+        assert not box.is_full()
