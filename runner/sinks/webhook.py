@@ -118,9 +118,9 @@ class WebhookSink(Sink):
         self._session: aiohttp.ClientSession | None = None
         self._ssl: ssl.SSLContext | bool
         if url.startswith("http://"):
-            log.warning("sink.plaintext_http", sink=name, url=url)
+            log.warning("sink.plaintext_http", sink=name, url=network.redact(url))
         if not verify_tls:
-            log.warning("sink.tls_unverified", sink=name, url=url)
+            log.warning("sink.tls_unverified", sink=name, url=network.redact(url))
         self._ssl = network.ssl_context(ca_bundle, ca_mode, verify_tls)
 
     @classmethod

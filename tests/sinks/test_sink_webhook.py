@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 from aiohttp import web
 from sink_receivers import WebhookReceiver
 from sink_tls import TlsFiles, make_tls_files
@@ -483,3 +484,27 @@ async def test_redirect_is_not_followed_with_the_records_or_the_secrets(
     assert error.value.retryable
     assert str(status) in str(error.value)
     assert caught == []
+
+
+async def test_credentials_in_the_url_are_not_logged(
+    receiver: WebhookReceiver, records: Callable[..., list[Record]]
+) -> None:
+    """A password written into the sink's URL stays out of its warnings and errors."""
+    url = receiver.url.replace("https://", "https://elastic:hunter2pw@")
+    with structlog.testing.capture_logs() as logs:
+        sink = build_sink(
+            LocalSinkSpec("hook", "webhook", options={"url": url, "verify_tls": False})
+        )
+        async with sink:
+            await sink.send(records(1))
+        plain = build_sink(
+            LocalSinkSpec("hook", "webhook", options={"url": "http://u:hunter2pw@x"})
+        )
+        await plain.aclose()
+
+    assert {entry["event"] for entry in logs} >= {
+        "sink.tls_unverified",
+        "sink.plaintext_http",
+    }
+    assert "hunter2pw" not in repr(logs)
+    assert len(receiver.accepted_ids) == 1
