@@ -7,9 +7,12 @@ import io
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import make_record
 
 from runner import outbox
@@ -94,3 +97,64 @@ async def test_back_to_back_sends_all_succeed(
             await sink.send(records(1, start=number))
 
     assert len(stream.getvalue().splitlines()) == 300
+
+
+STUCK_STDOUT_CHILD = """
+import asyncio, sqlite3, sys
+from pathlib import Path
+sys.path[:0] = [sys.argv[2], sys.argv[3]]
+from conftest import make_record
+from runner import logs, outbox
+from runner.outbox import Outbox
+from runner.sinks import Dispatcher
+from runner.sinks.base import LocalSinkSpec
+from runner.sinks.stdout import StdoutSink
+
+async def main(state):
+    logs.configure("info")  # to stderr, as the daemon does
+    conn = sqlite3.connect(state, isolation_level=None)
+    outbox.create_schema(conn)
+    sink = StdoutSink("out")
+    sink.timeout = 0.2
+    dispatcher = Dispatcher(
+        Outbox(state), [(LocalSinkSpec("out", "stdout"), sink)],
+        dead_letter_dir=state.parent / "dead-letter",
+    )
+    rows = [make_record(n, row={"Blob": "x" * 100_000, "n": n}) for n in range(3)]
+    dispatcher.enqueue(conn, rows)
+    async with dispatcher:
+        await dispatcher.drain(timeout=1)
+    print("closed", file=sys.stderr)
+
+asyncio.run(main(Path(sys.argv[1])))
+"""
+
+
+def test_process_exits_while_its_stdout_is_not_read(tmp_path: Path) -> None:
+    """A stdout sink stuck on a pipe nobody reads does not keep the process alive."""
+    here = Path(__file__).parent
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            STUCK_STDOUT_CHILD,
+            str(tmp_path / "state.db"),
+            str(here),
+            str(here.parents[1]),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        child.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+        pytest.fail("the process hung at exit on its blocked stdout write")
+    finally:
+        assert child.stdout is not None and child.stderr is not None
+        stderr = child.stderr.read().decode()
+        child.stdout.close()
+        child.stderr.close()
+
+    assert "closed" in stderr
