@@ -203,6 +203,9 @@ def _shorten_text(body: bytes, room: int) -> tuple[bytes, int]:
     for _ in range(3):
         mark = truncation_mark(removed).encode()
         kept = _cut_utf8(body, room - len(mark))
+        if (len(kept) - len(kept.rstrip(b"\\"))) % 2:
+            # Half of a CEF escape (``\\=``, ``\\\\``, ``\\n``): drop it too.
+            kept = kept[:-1]
         removed = len(body) - len(kept)
         if len(kept) + len(truncation_mark(removed).encode()) <= room:
             break

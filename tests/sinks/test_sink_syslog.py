@@ -289,3 +289,17 @@ async def test_tcp_send_is_not_done_until_the_receiver_acknowledged_it(
                 await asyncio.wait_for(sink.send(batch), 1.0)
     finally:
         listener.close()
+
+
+def test_cef_truncation_never_splits_an_escape(
+    records: Callable[..., list[Record]],
+) -> None:
+    """A cut CEF message never ends in half an escape (a lone backslash)."""
+    formatter = _formatter(encoding="cef", max_message_bytes=600)
+    for pad in range(120):
+        row = {"DeviceName": "x" * pad + "\\=|\n" * 200}
+        message, cut = formatter.message(records(1, row=row)[0])
+        kept = message.decode().rsplit("…[truncated", 1)[0]
+
+        assert cut is not None and len(message) <= 600
+        assert (len(kept) - len(kept.rstrip("\\"))) % 2 == 0, pad
