@@ -14,10 +14,10 @@ otherwise; other ``headers`` values may be given the same way.
 
 Answers: 2xx delivered; 413 splits the request in halves and sends each (a
 single record still too big is rejected for good); 429 asks the dispatcher to
-wait ``Retry-After``; 5xx, redirects (never followed) and network errors are
-retryable; other statuses reject the batch. When the dispatcher retries a
-batch, the records an earlier attempt got accepted or rejected for good are
-not posted again.
+wait ``Retry-After``; 5xx, 401, 403, 404, 407, 408, redirects (never
+followed) and network errors are retryable; other statuses reject the batch.
+When the dispatcher retries a batch, the records an earlier attempt got
+accepted or rejected for good are not posted again.
 """
 
 from __future__ import annotations
@@ -342,7 +342,9 @@ class WebhookSink(Sink):
                 f"HTTP {status}: redirected to {network.redact(location)[:200]!r}; "
                 "set url to the final address",
             )
-        retryable = status >= 500 or status == 408
+        # A refused credential or a wrong address is fixed by the operator,
+        # not by the rows: they wait in the outbox instead of the dead letters.
+        retryable = status >= 500 or status in (401, 403, 404, 407, 408)
         raise SinkError(self.name, f"HTTP {status}: {text[:200]}", retryable=retryable)
 
     def _check_bulk_items(self, chunk: list[tuple[Record, bytes]], text: str) -> None:

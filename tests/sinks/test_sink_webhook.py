@@ -508,3 +508,25 @@ async def test_credentials_in_the_url_are_not_logged(
     }
     assert "hunter2pw" not in repr(logs)
     assert len(receiver.accepted_ids) == 1
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_auth_and_address_errors_keep_the_rows(
+    tmp_path: Path,
+    receiver: WebhookReceiver,
+    certificates: TlsFiles,
+    records: Callable[..., list[Record]],
+    status: int,
+) -> None:
+    """A refused token or a wrong path is retried until fixed, not dead-lettered."""
+
+    def refuse_first(documents: Any, server: WebhookReceiver) -> Any:
+        return web.Response(status=status) if server.calls <= 3 else None
+
+    receiver.policy = refuse_first
+    sent = records(5)
+    dispatcher = await _deliver(tmp_path, _sink(receiver.url, certificates), sent)
+
+    assert sorted(receiver.accepted_ids) == sorted(r.event_id for r in sent)
+    assert dispatcher.stats()["hook"]["dead_lettered"] == 0
+    assert not (tmp_path / "dead-letter").exists()
