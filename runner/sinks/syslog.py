@@ -394,7 +394,9 @@ class SyslogSink(Sink):
             (unacknowledged,) = struct.unpack(
                 "i", fcntl.ioctl(sock.fileno(), _TIOCOUTQ, b"\0\0\0\0")
             )
-            if unacknowledged == 0:
+            # Bytes can also wait in the transport's own buffer (and, on TLS,
+            # in the SSL layer's) before they reach the socket.
+            if unacknowledged == 0 and writer.transport.get_write_buffer_size() == 0:
                 break
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.05)
