@@ -90,6 +90,9 @@ class Limits:
     cpu_block_boundary: float = 900.0
     max_retries: int = 4
     time_scale: float = 1.0
+    # The service's rows per result: a result this long is fetched again in
+    # halves of its window.
+    row_cap: int = 100_000
     # Tuning the limiter reads; not settable from YAML.
     skew_margin: float = 0.005
     aging_per_second: float = 1 / 60
@@ -216,6 +219,7 @@ _LIMIT_KEYS = frozenset(
         "cpu_block_boundary",
         "max_retries",
         "time_scale",
+        "row_cap",
     }
 )
 _SINK_SHARED_KEYS = frozenset({"type", "min_severity", "hunts", "tags"})
@@ -804,6 +808,10 @@ class _Loader:
         if "max_retries" in data:
             changes["max_retries"] = fields.integer(
                 (*path, "max_retries"), data["max_retries"], low=0
+            )
+        if "row_cap" in data:
+            changes["row_cap"] = fields.integer(
+                (*path, "row_cap"), data["row_cap"], low=1
             )
         if "cpu_block_boundary" in data:
             boundary = fields.duration(

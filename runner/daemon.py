@@ -111,6 +111,7 @@ class Runtime:
             wait_for_room=self.outbox.wait_for_room,
             notify=self._enqueued,
             tenants_for=self._tenants_for,
+            row_caps={t.name: t.limits.row_cap for t in settings.tenants},
         )
 
     async def _start_sandbox(self) -> Any:

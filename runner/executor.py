@@ -33,6 +33,14 @@ log = structlog.get_logger(__name__)
 
 # What a hunt never run before is assumed to cost, in CPU seconds.
 DEFAULT_EXPECTED_CPU = 1.0
+# The service's row cap: a result this long was probably cut short.
+DEFAULT_ROW_CAP = 100_000
+# A truncated part shorter than this is stored as it is (with a warning): the
+# query returns too many rows per minute, or ignores its window.
+MIN_PART = timedelta(minutes=1)
+# Halvings one run may make; what is left waits for the next run, which starts
+# at the watermark the parts fetched so far moved.
+MAX_SPLITS = 16
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,7 @@ class Executor:
     clock: Clock
     sinks_for: Callable[[Hunt, Sequence[Record]], Sequence[str]]
     data_window: timedelta = timedelta(days=30)
-    row_cap: int = 100_000
+    row_caps: Mapping[str, int] = field(default_factory=dict)
     wait_for_room: Callable[[], object] | None = None
     notify: Callable[[int], None] | None = None
     tenants_for: Callable[[Hunt], Sequence[str]] = field(
@@ -88,98 +96,178 @@ class Executor:
                 lost=str(window.start - window.clamped_from),
                 reason="older events are outside the service's data window",
             )
-        started = time.monotonic()
-        calls = 0
-        cpu = 0.0
+        tally = _Tally(started=time.monotonic())
+        # The parts of the window still to fetch, earliest first. A part whose
+        # result reaches the row cap was probably cut short by the service, so
+        # it is fetched again as two halves instead of being stored incomplete.
+        pending = [window]
         try:
-            if self.wait_for_room is not None:
-                await self.wait_for_room()  # type: ignore[misc]
-            outcome, cpu = await self._query(hunt, tenant, window)
-            calls = outcome.calls
-            rows = outcome.result.rows
-            if len(rows) >= self.row_cap:
-                bound.warning(
-                    "hunt.result_truncated",
-                    rows=len(rows),
-                    row_cap=self.row_cap,
-                    hint="narrow the query or shorten the schedule interval",
-                )
-            emitted = rows
-            if hunt.threshold is not None and not hunt.threshold.holds(len(rows)):
-                emitted = ()
-            records = to_records(
-                emitted,
-                hunt_id=hunt.id,
-                hunt_name=hunt.name,
-                severity=hunt.severity,
-                tenant=tenant,
-                window=(window.start, window.end),
-                run_id=run_id,
-                tags=hunt.tags,
-                tactics=hunt.tactics,
-                techniques=hunt.techniques,
-            )
-            duration = time.monotonic() - started
-            run = RunRecord(
-                run_id,
-                hunt.id,
-                tenant,
-                window.start,
-                window.end,
-                "ok",
-                len(records),
-                calls,
-                cpu,
-                duration,
-            )
-            enqueued = await self.state.acommit_run(
-                run, records, self.sinks_for(hunt, records)
-            )
-            if self.notify is not None:
-                self.notify(enqueued)
+            while pending:
+                part = pending.pop(0)
+                if self.wait_for_room is not None:
+                    await self.wait_for_room()  # type: ignore[misc]
+                rows = await self._query(hunt, tenant, part, tally)
+                tally.fetched += len(rows)
+                if len(rows) >= self._row_cap(tenant):
+                    halves = self._split(part, tally)
+                    if halves:
+                        bound.warning(
+                            "hunt.window_split",
+                            window_start=part.start.isoformat(),
+                            window_end=part.end.isoformat(),
+                            rows=len(rows),
+                            row_cap=self._row_cap(tenant),
+                            note="the result reached the row cap; each half is "
+                            "fetched on its own",
+                        )
+                        pending[:0] = halves
+                        continue
+                    if part.duration > MIN_PART:
+                        # Out of splits for this run: stop before the part so
+                        # the next run starts there, instead of losing rows.
+                        tally.deferred = part.start
+                        break
+                    bound.warning(
+                        "hunt.result_truncated",
+                        window_start=part.start.isoformat(),
+                        window_end=part.end.isoformat(),
+                        rows=len(rows),
+                        row_cap=self._row_cap(tenant),
+                        hint="the query returns more rows than the cap in "
+                        f"{MIN_PART.total_seconds():.0f} s of events; narrow it",
+                    )
+                await self._commit(hunt, tenant, run_id, window, part, rows, tally)
         except (TimeoutError, HuntRunnerError) as error:
             message = _describe(error, hunt)
-            duration = time.monotonic() - started
+            duration = time.monotonic() - tally.started
+            failed_from = tally.committed_to or window.start
             bound.error(
                 "hunt.failed",
-                window_start=window.start.isoformat(),
+                window_start=failed_from.isoformat(),
                 window_end=window.end.isoformat(),
                 error=message,
                 error_type=type(error).__name__,
-                calls=calls,
+                rows=tally.emitted,
+                calls=tally.calls,
                 duration_s=round(duration, 3),
             )
             run = RunRecord(
                 run_id,
                 hunt.id,
                 tenant,
-                window.start,
+                failed_from,
                 window.end,
                 "failed",
-                0,
-                calls,
-                cpu,
+                tally.emitted,
+                tally.calls,
+                tally.cpu,
                 duration,
                 message,
             )
             await asyncio.to_thread(self.state.record_failure, run)
             return RunResult(hunt.id, tenant, ok=False, window=window, error=message)
 
+        covered = Window(window.start, tally.committed_to or window.start)
+        fields = {}
+        if tally.parts > 1 or tally.deferred is not None:
+            fields["parts"] = tally.parts
+        if tally.deferred is not None:
+            fields["deferred_from"] = tally.deferred.isoformat()
+            bound.warning(
+                "hunt.catching_up",
+                deferred_from=tally.deferred.isoformat(),
+                window_end=window.end.isoformat(),
+                note="the rest of the window is fetched by the next run",
+            )
         bound.info(
             "hunt.completed",
-            window_start=window.start.isoformat(),
-            window_end=window.end.isoformat(),
-            rows=len(records),
-            rows_fetched=len(rows),
-            threshold_met=len(emitted) == len(rows),
-            duration_s=round(duration, 3),
-            calls=calls,
-            cpu_s=round(cpu, 3),
+            window_start=covered.start.isoformat(),
+            window_end=covered.end.isoformat(),
+            rows=tally.emitted,
+            rows_fetched=tally.fetched,
+            threshold_met=tally.threshold_met,
+            duration_s=round(time.monotonic() - tally.started, 3),
+            calls=tally.calls,
+            cpu_s=round(tally.cpu, 3),
+            **fields,
         )
 
-        return RunResult(hunt.id, tenant, ok=True, rows=len(records), window=window)
+        return RunResult(hunt.id, tenant, ok=True, rows=tally.emitted, window=covered)
 
-    async def _query(self, hunt: Hunt, tenant: str, window: Window):  # type: ignore[no-untyped-def]
+    def _row_cap(self, tenant: str) -> int:
+        return self.row_caps.get(tenant, DEFAULT_ROW_CAP)
+
+    def _split(self, part: Window, tally: _Tally) -> list[Window]:
+        """*part* as two halves, or nothing when it is too short or splits ran out."""
+        if part.duration <= MIN_PART:
+            return []
+        if tally.splits >= MAX_SPLITS and tally.committed_to is not None:
+            # Some of the window is stored, so the next run makes progress.
+            return []
+        tally.splits += 1
+        middle = part.start + part.duration / 2
+
+        return [Window(part.start, middle), Window(middle, part.end)]
+
+    async def _commit(
+        self,
+        hunt: Hunt,
+        tenant: str,
+        run_id: str,
+        window: Window,
+        part: Window,
+        rows: Sequence[Mapping[str, object]],
+        tally: _Tally,
+    ) -> None:
+        """Store one part's records and move the watermark to the part's end."""
+        emitted = rows
+        if hunt.threshold is not None:
+            # A split window held at least a row cap of rows in all; its parts
+            # count as that many, not as their own share.
+            count = max(len(rows), self._row_cap(tenant) if tally.splits else 0)
+            if not hunt.threshold.holds(count):
+                emitted = ()
+                tally.threshold_met = False
+        records = to_records(
+            emitted,
+            hunt_id=hunt.id,
+            hunt_name=hunt.name,
+            severity=hunt.severity,
+            tenant=tenant,
+            window=(part.start, part.end),
+            run_id=run_id,
+            tags=hunt.tags,
+            tactics=hunt.tactics,
+            techniques=hunt.techniques,
+        )
+        tally.emitted += len(records)
+        tally.parts += 1
+        run = RunRecord(
+            run_id,
+            hunt.id,
+            tenant,
+            window.start,
+            part.end,
+            "ok",
+            tally.emitted,
+            tally.calls,
+            tally.cpu,
+            time.monotonic() - tally.started,
+        )
+        enqueued = await self.state.acommit_run(
+            run, records, self.sinks_for(hunt, records)
+        )
+        tally.committed_to = part.end
+        if self.notify is not None:
+            self.notify(enqueued)
+
+    async def _query(
+        self, hunt: Hunt, tenant: str, window: Window, tally: _Tally
+    ) -> Sequence[Mapping[str, object]]:
+        """The rows of *hunt* over *window*, within the tenant's quota.
+
+        What the query used (calls, CPU) goes into *tally*, also when it fails.
+        """
         client = self.clients[tenant]
         limiter = self.limiter.for_tenant(tenant)
         expected = await asyncio.to_thread(self.state.cost, hunt.id, tenant)
@@ -189,24 +277,44 @@ class Executor:
             priority=hunt.priority,
             expected_cpu=expected if expected is not None else DEFAULT_EXPECTED_CPU,
         ) as permit:
-            call = client.query(
-                text,
-                hunt=hunt.id,
-                timespan=timespan(window.start, window.end),
-                before_call=permit.call,
-                on_throttled=limiter.on_throttled,
-            )
-            timeout = hunt.timeout.total_seconds() if hunt.timeout else None
-            outcome = await asyncio.wait_for(call, timeout)
+            try:
+                call = client.query(
+                    text,
+                    hunt=hunt.id,
+                    timespan=timespan(window.start, window.end),
+                    before_call=permit.call,
+                    on_throttled=limiter.on_throttled,
+                )
+                timeout = hunt.timeout.total_seconds() if hunt.timeout else None
+                outcome = await asyncio.wait_for(call, timeout)
+            finally:
+                tally.calls += permit.calls
             cpu = outcome.result.cpu_seconds
             if cpu is None:
                 # Graph reports no statistics: the elapsed time is the estimate.
                 cpu = outcome.elapsed
             permit.charge(cpu)
+        tally.cpu += cpu
         average = update_average(expected, cpu)
         await asyncio.to_thread(self.state.record_cost, hunt.id, tenant, average)
 
-        return outcome, cpu
+        return outcome.result.rows
+
+
+@dataclass
+class _Tally:
+    """What one run has used and stored so far, across the parts of its window."""
+
+    started: float
+    calls: int = 0
+    cpu: float = 0.0
+    fetched: int = 0
+    emitted: int = 0
+    parts: int = 0
+    splits: int = 0
+    threshold_met: bool = True
+    committed_to: datetime | None = None
+    deferred: datetime | None = None
 
 
 def _describe(error: BaseException, hunt: Hunt) -> str:

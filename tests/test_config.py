@@ -399,7 +399,7 @@ def test_bad_limits_are_problems(tmp_path: Path) -> None:
         "1h30m, 2d or PT15M",
         "c.yaml:4: limits.max_concurrent: 0 is out of range >= 1",
         "c.yaml:5: limits.burst: unknown key; known keys are calls, cpu, "
-        "cpu_block_boundary, max_concurrent, max_retries, time_scale",
+        "cpu_block_boundary, max_concurrent, max_retries, row_cap, time_scale",
     ]
 
 

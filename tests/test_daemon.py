@@ -184,6 +184,7 @@ async def test_rejected_query_fails_its_hunt_only(tmp_path: Path) -> None:
     failed = [e for e in events if e["event"] == "hunt.failed"]
     assert [e["hunt"] for e in failed] == ["broken"]
     assert failed[0]["error_type"] == "QueryError"
+    assert failed[0]["calls"] == 1
     assert State(settings.state_path).watermark("broken", "lab") is None
 
 
