@@ -278,8 +278,9 @@ class Runtime:
         log.info("daemon.started", hunts=len(self.hunts), tenants=len(self.clients))
         try:
             while not stop.is_set():
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), STATUS_INTERVAL)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(STATUS_INTERVAL):
+                        await stop.wait()
                 self.publish_status()
         finally:
             scheduler.shutdown(wait=False)

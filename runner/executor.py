@@ -286,7 +286,8 @@ class Executor:
                     on_throttled=limiter.on_throttled,
                 )
                 timeout = hunt.timeout.total_seconds() if hunt.timeout else None
-                outcome = await asyncio.wait_for(call, timeout)
+                async with asyncio.timeout(timeout):
+                    outcome = await call
             finally:
                 tally.calls += permit.calls
             cpu = outcome.result.cpu_seconds

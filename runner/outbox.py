@@ -283,6 +283,7 @@ class Outbox:
         while self.is_full():
             self._room.clear()
             try:
-                await asyncio.wait_for(self._room.wait(), poll)
+                async with asyncio.timeout(poll):
+                    await self._room.wait()
             except TimeoutError:
                 await self.pending()

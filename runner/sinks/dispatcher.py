@@ -204,10 +204,12 @@ class Dispatcher:
                 log.warning("outbox.unavailable", sink=name, error=str(error))
                 await self._sleep(self._poll_interval)
                 continue
-            try:
-                await asyncio.wait_for(wake.wait(), self._poll_interval)
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+            # cancel that lands in the tick its awaitable finishes (CPython
+            # gh-86296), and aclose() after a notify() then waits forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_interval):
+                    await wake.wait()
 
     async def _deliver(self, name: str, sink: Sink, records: list[Record]) -> None:
         """Send until the sink takes the batch or rejects it for good."""
@@ -216,7 +218,8 @@ class Dispatcher:
         while True:
             started = time.monotonic()
             try:
-                result = await asyncio.wait_for(sink.send(records), sink.timeout)
+                async with asyncio.timeout(sink.timeout):
+                    result = await sink.send(records)
             except RecordsRejected as error:
                 stats.delivered += len(records) - len(error.rejected)
                 await self._dead_letter(name, error.rejected)

@@ -470,3 +470,24 @@ async def test_rows_of_unconfigured_sinks_do_not_fill_the_outbox(
     async with dispatcher:
         await asyncio.wait_for(box.wait_for_room(poll=0.05), 2)
         assert not box.is_full()
+
+
+async def test_close_right_after_drain_never_hangs(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """aclose() just after drain() stops the workers, even when both land at once."""
+    for attempt in range(30):
+        folder = tmp_path / str(attempt)
+        folder.mkdir()
+        sink = DummySink("all")
+        dispatcher, _ = _setup(
+            folder, [(LocalSinkSpec("all", "dummy"), sink)], records(2)
+        )
+        dispatcher.start()
+        assert await dispatcher.drain(timeout=5)
+        await asyncio.sleep(0.01)
+        # A run's notify wakes the idle workers; the cancel lands in that tick.
+        dispatcher.notify()
+        await asyncio.wait_for(dispatcher.aclose(), 5)
+
+        assert sink.closed
