@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
+from runner import statefile
 from runner.errors import StateError
 from runner.records import Record
 
@@ -166,17 +167,17 @@ class Outbox:
         # The sinks whose rows count towards the capacity; None: every row.
         self._counted_sinks: tuple[str, ...] | None = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=30
-            )
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn = statefile.connect(self.path)
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA busy_timeout=30000")
             create_schema(self._conn)
             self._pending = pending(self._conn)
         except sqlite3.Error as error:
             raise StateError(f"cannot open outbox {self.path}: {error}") from error
+        except OSError as error:
+            raise StateError(
+                f"cannot open outbox {self.path}: {error.strerror or error}"
+            ) from error
 
     def close(self) -> None:
         with self._lock:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runner import outbox
+from runner import outbox, statefile
 from runner.errors import StateError
 from runner.records import Record
 
@@ -94,7 +94,9 @@ def exclusive(path: Path | str) -> Iterator[None]:
     path = Path(path)
     lock_path = path.with_name(path.name + ".lock")
     try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path.parent.mkdir(
+            mode=statefile.PRIVATE_FOLDER, parents=True, exist_ok=True
+        )
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as error:
         raise StateError(
@@ -127,11 +129,7 @@ class State:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=30
-            )
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn = statefile.connect(self.path)
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.executescript(_SCHEMA)
             outbox.create_schema(self._conn)

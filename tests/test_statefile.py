@@ -1,0 +1,49 @@
+"""The state file holds fetched rows: only the daemon's user may read it."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from runner.outbox import Outbox
+from runner.state import State
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_new_state_file_and_its_folder_are_private(tmp_path: Path) -> None:
+    """A new state folder is 0700; the file and its WAL companions are 0600."""
+    path = tmp_path / "state" / "hunt-runner.db"
+    old_umask = os.umask(0o022)
+    try:
+        state = State(path)
+        outbox = Outbox(path)
+        state.put_tenant_status("lab", {"tenant": "lab"})
+    finally:
+        os.umask(old_umask)
+
+    companions = [
+        path,
+        path.with_name(path.name + "-wal"),
+        path.with_name(path.name + "-shm"),
+    ]
+    assert _mode(path.parent) == 0o700
+    assert {p.name: _mode(p) for p in companions if p.exists()} == {
+        p.name: 0o600 for p in companions
+    }
+    outbox.close()
+    state.close()
+
+
+def test_a_state_file_readable_by_others_is_narrowed(tmp_path: Path) -> None:
+    """An existing state file that others can read is made 0600 when opened."""
+    path = tmp_path / "hunt-runner.db"
+    State(path).close()
+    path.chmod(0o644)
+
+    State(path).close()
+
+    assert _mode(path) == 0o600
