@@ -200,9 +200,14 @@ class State:
                 )
                 self._insert_run(run, now)
                 self._conn.execute("COMMIT")
-            except sqlite3.Error as error:
-                self._conn.execute("ROLLBACK")
-                raise StateError(f"state file {self.path}: {error}") from error
+            except BaseException as error:
+                # Whatever stopped the commit, the transaction must not stay
+                # open: the next run's BEGIN would fail on it.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                if isinstance(error, sqlite3.Error):
+                    raise StateError(f"state file {self.path}: {error}") from error
+                raise
 
         return enqueued
 

@@ -1,0 +1,49 @@
+"""The state file: a commit that fails leaves nothing half done behind."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from runner.records import Record, event_id
+from runner.state import RunRecord, State
+
+END = datetime(2026, 12, 3, 12, tzinfo=UTC)
+
+
+def _record(row: dict[str, object]) -> Record:
+    return Record(
+        event_id=event_id("hunt-a", "lab", {"n": 1}),
+        hunt_id="hunt-a",
+        hunt_name="Hunt A",
+        severity="high",
+        tenant="lab",
+        window_start=END - timedelta(hours=1),
+        window_end=END,
+        run_id="run-1",
+        row=row,
+    )
+
+
+def _run(run_id: str, end: datetime) -> RunRecord:
+    return RunRecord(
+        run_id, "hunt-a", "lab", END - timedelta(hours=1), end, "ok", 1, 1, 0.1, 0.2
+    )
+
+
+def test_a_commit_that_raises_rolls_back_and_the_next_one_works(
+    tmp_path: Path,
+) -> None:
+    """A non-database error inside the commit rolls it back; the state stays usable."""
+    state = State(tmp_path / "state.db")
+    unserialisable = _record({"when": object()})
+
+    with pytest.raises(TypeError):
+        state.commit_run(_run("run-1", END), [unserialisable], ["files"])
+    assert state.watermark("hunt-a", "lab") is None
+
+    state.commit_run(_run("run-2", END), [_record({"n": 1})], ["files"])
+    assert state.watermark("hunt-a", "lab") == END
+    state.close()
