@@ -88,9 +88,26 @@ class Runtime:
         self.limiter = Limiter(self.clock)
         self._status_logged_at = time.monotonic()
         self._stack.push_async_callback(self.limiter.aclose)
+        quota_owners: dict[str, Tenant] = {}
         for tenant in settings.tenants:
-            self.limiter.add(tenant.name, tenant.limits)
-            self.clients[tenant.name] = self._client(tenant)
+            client = self._client(tenant)
+            self.clients[tenant.name] = client
+            # One directory, one quota: entries that sign in to the same
+            # tenant share the limiter of the first of them.
+            owner = quota_owners.setdefault(client.endpoints.authority.lower(), tenant)
+            if owner is tenant:
+                self.limiter.add(tenant.name, tenant.limits)
+                continue
+            self.limiter.share(tenant.name, owner.name)
+            log.warning(
+                "tenant.quota_shared",
+                tenant=tenant.name,
+                shares_with=owner.name,
+                authority=client.endpoints.authority,
+                limits_ignored=tenant.limits != owner.limits,
+                note="both entries sign in to one directory, whose quota the "
+                "service counts once; the first entry's limits apply",
+            )
         self.outbox = Outbox(settings.state_path, capacity=settings.outbox_capacity)
         self._stack.callback(self.outbox.close)
         sinks = [(spec, build_sink(spec)) for spec in settings.sinks]

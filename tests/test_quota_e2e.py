@@ -419,3 +419,43 @@ def test_status_json_without_a_state_file_is_still_json(
     assert json.loads(captured.out) == {"tenants": {}, "runs": []}
     assert "no state file" in captured.err
     assert not (tmp_path / "state.db").exists()
+
+
+async def test_two_entries_for_one_directory_share_its_quota(
+    tmp_path: Path, sandbox_factory: Any
+) -> None:
+    """A Graph and an MDE entry for one directory draw from one call window."""
+    sandbox = await sandbox_factory(
+        QuotaSettings(calls=(CallLimit(5, 1.0),), cpu=ROOMY_CPU)
+    )
+    tap = QuotaTap(sandbox)
+    settings = write_config(
+        tmp_path,
+        """
+        alpha:
+          cloud: sandbox
+          backend: graph
+          limits: {calls: ["5/1s"]}
+        beta:
+          cloud: sandbox
+          backend: mde
+          limits: {calls: ["5/1s"]}
+        """,
+    )
+    hunts = [
+        make_hunt(f"{tenant}-{index:02d}", tenant)
+        for tenant in ("alpha", "beta")
+        for index in range(15)
+    ]
+
+    with structlog.testing.capture_logs() as logs:
+        async with Runtime(settings, hunts, sandbox=sandbox) as runtime:
+            results = await runtime.run_once()
+
+    seen = tap.seen[sandbox.demo.tenant_id]
+    assert [result.error for result in results if not result.ok] == []
+    assert seen.refused == []
+    assert len(seen.admitted) == 30
+    assert busiest(seen.admitted, 1.0) <= 5
+    (shared,) = [entry for entry in logs if entry["event"] == "tenant.quota_shared"]
+    assert (shared["tenant"], shared["shares_with"]) == ("beta", "alpha")

@@ -75,6 +75,20 @@ class Limiter:
 
         return limiter
 
+    def share(self, tenant: str, with_tenant: str) -> TenantLimiter:
+        """Let *tenant* use the limiter of *with_tenant*: one quota, two names.
+
+        The service counts calls and CPU per Entra tenant, so two configured
+        entries for one directory (a Graph and an MDE registration, say) must
+        draw from one budget, not from two that together exceed it.
+        """
+        if tenant in self._tenants:
+            raise ValueError(f"tenant {tenant} already has a limiter")
+        limiter = self.for_tenant(with_tenant)
+        self._tenants[tenant] = limiter
+
+        return limiter
+
     def for_tenant(self, tenant: str) -> TenantLimiter:
         """Return the limiter of *tenant*; an unknown tenant lists the known ones."""
         try:
@@ -86,10 +100,17 @@ class Limiter:
             ) from None
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
-        """Return every tenant's ``TenantLimiter.snapshot()`` by tenant name."""
-        return {name: limiter.snapshot() for name, limiter in self._tenants.items()}
+        """Return every tenant's ``TenantLimiter.snapshot()`` by tenant name.
+
+        Tenants sharing a limiter appear once, under the name it was made for.
+        """
+        return {
+            name: limiter.snapshot()
+            for name, limiter in self._tenants.items()
+            if limiter.tenant == name
+        }
 
     async def aclose(self) -> None:
         """Stop every tenant's timer."""
-        for limiter in self._tenants.values():
+        for limiter in {id(x): x for x in self._tenants.values()}.values():
             await limiter.aclose()
