@@ -20,6 +20,7 @@ yields no hunt, and the other files still load.
 
 from __future__ import annotations
 
+import difflib
 import operator
 import os
 import re
@@ -229,6 +230,11 @@ _SENTINEL_MARKERS = frozenset(
     }
 )
 
+# Our keys that Sentinel files do not have: what a user adds to one.
+_OUR_EXTENSIONS = sorted(
+    _OUR_KEYS - {"id", "name", "description", "query", "severity", "tags", "tactics"}
+)
+
 # Our keys that say the same as a Sentinel key; a file may give only one.
 _SENTINEL_EQUIVALENTS = {
     "schedule": "queryFrequency",
@@ -238,6 +244,7 @@ _SENTINEL_EQUIVALENTS = {
 }
 
 _SCHEDULE_KEYS = frozenset({"every", "cron", "jitter"})
+MIN_INTERVAL = timedelta(seconds=1)
 _THRESHOLD_KEYS = frozenset({"operator", "value"})
 
 
@@ -405,6 +412,14 @@ def _our_hunt(
 def _sentinel_hunt(
     fields: Fields, data: dict[str, Any], defaults: HuntDefaults, stem: str
 ) -> Hunt | None:
+    # Sentinel's other keys are ignored, so a misspelt key of ours (enable:
+    # false) would be ignored too; a near miss of one of ours is a problem.
+    for key in data:
+        if not isinstance(key, str) or key in _OUR_KEYS or key in _SENTINEL_MARKERS:
+            continue
+        close = difflib.get_close_matches(key, _OUR_EXTENSIONS, n=1, cutoff=0.8)
+        if close:
+            fields.fail((key,), f"unknown key; did you mean {close[0]}?")
     for ours, theirs in _SENTINEL_EQUIVALENTS.items():
         if ours in data and theirs in data:
             fields.fail((ours,), f"give either {ours} or {theirs}, not both")
@@ -643,6 +658,15 @@ def read_schedule(
     if "every" not in value and "cron" not in value:
         every, cron = defaults.schedule.every, defaults.schedule.cron
     if (every is None and cron is None) or jitter is None:
+        return None
+    if every is not None and every < MIN_INTERVAL:
+        # Shorter intervals only spin the scheduler: the quota admits 45 calls
+        # a minute for the whole tenant.
+        fields.fail(
+            (*path, "every") if "every" in value else path,
+            f"every {format_duration(every)} is shorter than "
+            f"{format_duration(MIN_INTERVAL)}",
+        )
         return None
     if every is not None and jitter >= every:
         # APScheduler adds the jitter to each interval after the last fire, so

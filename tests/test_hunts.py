@@ -515,3 +515,26 @@ def test_a_broken_symbolic_link_is_a_problem(tmp_path: Path) -> None:
     assert [str(p) for p in problems] == [
         f"{tmp_path / 'gone.yaml'}:0: broken symbolic link; no file behind it"
     ]
+
+
+def test_a_misspelt_key_of_ours_in_a_sentinel_file_is_a_problem(
+    tmp_path: Path,
+) -> None:
+    """A Sentinel file ignores keys it does not know, but not a near miss of ours."""
+    text = (
+        "id: 6a1f3c4e-0b1d-4e8f-9a2b-3c4d5e6f7a8b\nname: Rule\nversion: 1.0.0\n"
+        "query: DeviceInfo\nenable: false\ntag: [x]\n"
+    )
+
+    assert problems_of(tmp_path, text) == [
+        "5: enable: unknown key; did you mean enabled?"
+    ]
+
+
+def test_an_interval_under_a_second_is_a_problem(tmp_path: Path) -> None:
+    """every: 0.001s would only spin the scheduler; it is refused."""
+    text = "name: Fast\nschedule:\n  every: 0.001s\n  jitter: 0s\nquery: DeviceInfo\n"
+
+    assert problems_of(tmp_path, text) == [
+        "3: schedule.every: every 0.001s is shorter than 1s"
+    ]
