@@ -366,6 +366,10 @@ def _list(args: argparse.Namespace) -> int:
             f"{hunt.id[:40]:40} {schedule[:22]:22} {hunt.severity:9} {shown:20} "
             f"{', '.join(marks) or '-'}"
         )
+    print(
+        "A daemon starting now runs every enabled hunt at once, then at these times.",
+        file=sys.stderr,
+    )
 
     return EXIT_OK
 
@@ -391,7 +395,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return EXIT_OK
-    for tenant, snapshot in report["tenants"].items():
+    for tenant, snapshot in sorted(report["tenants"].items()):
         for line in _tenant_lines(tenant, snapshot):
             print(line)
     print()
@@ -456,7 +460,7 @@ def _tenant_lines(tenant: str, snapshot: dict[str, Any]) -> list[str]:
 
 def _health(args: argparse.Namespace) -> int:
     from runner.config import load_config
-    from runner.state import State
+    from runner.state import State, in_use
 
     settings, problems = load_config(args.config)
     if settings is None:
@@ -465,6 +469,11 @@ def _health(args: argparse.Namespace) -> int:
         print("unhealthy: no state file yet", file=sys.stderr)
         return EXIT_FAILED
     statuses = State(settings.state_path).tenant_status()
+    if not in_use(settings.state_path):
+        print(
+            "unhealthy: no hunt-runner is running on this state file", file=sys.stderr
+        )
+        return EXIT_FAILED
     now = datetime.now(UTC)
     ages = [
         (now - datetime.fromisoformat(s["updated_at"])).total_seconds()

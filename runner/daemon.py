@@ -294,6 +294,8 @@ class Runtime:
         scheduler.start()
         log.info("daemon.started", hunts=len(self.hunts), tenants=len(self.clients))
         try:
+            # A status at once: health checks see a live daemon from its start.
+            self.publish_status()
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(STATUS_INTERVAL):

@@ -119,6 +119,24 @@ def exclusive(path: Path | str) -> Iterator[None]:
         os.close(fd)
 
 
+def in_use(path: Path | str) -> bool:
+    """Whether a live hunt-runner holds the state file at *path* (see ``exclusive``)."""
+    path = Path(path)
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+    return False
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 

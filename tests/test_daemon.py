@@ -251,8 +251,17 @@ def test_sigterm_finishes_work_in_flight_and_exits_zero(tmp_path: Path) -> None:
         seen.append(line)
         if '"hunt.completed"' in line or time.monotonic() > deadline:
             break
+    health = [sys.executable, "-m", "runner.cli", "health", "--config", str(config)]
+    deadline = time.monotonic() + 30
+    while (check := subprocess.run(health, capture_output=True, text=True)).returncode:
+        # The first status is written once the first runs are committed.
+        assert time.monotonic() < deadline, check.stderr
+        time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
     _, rest = process.communicate(timeout=60)
+    # Stopped, the daemon is unhealthy at once, though its status is recent.
+    after = subprocess.run(health, cwd=tmp_path, capture_output=True, text=True)
+    assert after.returncode == 1 and "no hunt-runner is running" in after.stderr
     events = [
         json.loads(line)["event"]
         for line in seen + rest.splitlines()
