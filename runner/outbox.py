@@ -26,6 +26,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -55,6 +56,15 @@ CREATE INDEX IF NOT EXISTS outbox_fingerprints_by_age
 """
 
 Routing = Sequence[str] | Callable[[Record], Sequence[str]]
+
+
+@dataclass(frozen=True)
+class UndecodableRow:
+    """An outbox row whose stored record cannot be read back, and why."""
+
+    event_id: str
+    stored: str
+    reason: str
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
@@ -141,6 +151,16 @@ def prune_fingerprints(
     return cursor.rowcount
 
 
+def _decode(event_id: str, stored: bytes) -> Record | UndecodableRow:
+    try:
+        return Record.from_dict(json.loads(stored.decode("utf-8")))
+    except Exception as error:
+        # Whatever a damaged row makes the decoder raise, it is that row's
+        # fault alone; the rows around it are still delivered.
+        text = stored.decode("utf-8", errors="replace")
+        return UndecodableRow(event_id, text, f"cannot decode outbox row: {error!r}")
+
+
 class Outbox:
     """The delivery side of the outbox, on its own connection to the state file.
 
@@ -206,19 +226,28 @@ class Outbox:
             except sqlite3.Error as error:
                 raise StateError(f"outbox {self.path}: {error}") from error
 
-    async def next_batch(self, sink: str, limit: int) -> list[tuple[int, Record]]:
-        """The oldest *limit* rows waiting for *sink*, as (seq, record)."""
+    async def next_batch(
+        self, sink: str, limit: int
+    ) -> list[tuple[int, Record | UndecodableRow]]:
+        """The oldest *limit* rows waiting for *sink*, as (seq, record).
 
-        def read(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+        A row whose record cannot be decoded comes as an ``UndecodableRow``
+        in its place, so the caller can set it aside instead of reading it
+        again forever.
+        """
+
+        def read(conn: sqlite3.Connection) -> list[tuple[int, str, bytes]]:
+            # As bytes: text that is not UTF-8 would fail the whole fetch.
             return conn.execute(
-                "SELECT seq, record FROM outbox WHERE sink = ? ORDER BY seq LIMIT ?",
+                "SELECT seq, event_id, CAST(record AS BLOB) FROM outbox "
+                "WHERE sink = ? ORDER BY seq LIMIT ?",
                 (sink, limit),
             ).fetchall()
 
         rows = await asyncio.to_thread(self._run, read)
         assert isinstance(rows, list)
 
-        return [(seq, Record.from_dict(json.loads(text))) for seq, text in rows]
+        return [(seq, _decode(event_id, stored)) for seq, event_id, stored in rows]
 
     async def ack(self, sink: str, seqs: Sequence[int]) -> None:
         """Remove delivered rows; their fingerprints stay for the retention."""

@@ -22,7 +22,7 @@ import structlog
 
 from runner import outbox as outbox_module
 from runner.errors import SinkError, StateError
-from runner.outbox import Outbox
+from runner.outbox import Outbox, UndecodableRow
 from runner.records import Record, json_text
 from runner.sinks.base import (
     RecordsRejected,
@@ -189,14 +189,15 @@ class Dispatcher:
 
     async def _work(self, name: str, sink: Sink) -> None:
         wake = self._wake[name]
+        failure: str | None = None
+        attempt = 0
         while True:
             wake.clear()
             try:
                 batch = await self.outbox.next_batch(name, sink.batch_size)
                 if batch:
-                    records = [record for _, record in batch]
-                    await self._deliver(name, sink, records)
-                    await self.outbox.ack(name, [seq for seq, _ in batch])
+                    await self._deliver_batch(name, sink, batch)
+                    failure, attempt = None, 0
                     continue
             except StateError as error:
                 # A locked or failing database: the rows stay queued and an
@@ -204,12 +205,52 @@ class Dispatcher:
                 log.warning("outbox.unavailable", sink=name, error=str(error))
                 await self._sleep(self._poll_interval)
                 continue
+            except Exception as error:
+                # A bug on the delivery path must not stop this sink for good:
+                # the batch stays queued and is tried again after a pause. A
+                # failure that repeats is logged with its traceback once.
+                if repr(error) != failure:
+                    failure = repr(error)
+                    log.exception("dispatcher.worker_error", sink=name)
+                delay = backoff_delay(
+                    attempt,
+                    base=self._backoff_base,
+                    cap=self._backoff_cap,
+                    rng=self._rng,
+                )
+                log.debug(
+                    "dispatcher.worker_retry",
+                    sink=name,
+                    attempt=attempt + 1,
+                    retry_in_s=round(delay, 3),
+                    error=failure,
+                )
+                attempt += 1
+                await self._sleep(delay)
+                continue
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
             # cancel that lands in the tick its awaitable finishes (CPython
             # gh-86296), and aclose() after a notify() then waits forever.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll_interval):
                     await wake.wait()
+
+    async def _deliver_batch(
+        self, name: str, sink: Sink, batch: list[tuple[int, Record | UndecodableRow]]
+    ) -> None:
+        """Deliver and acknowledge *batch*; rows that cannot be decoded go aside.
+
+        Damaged rows are acknowledged first, so a later failure of the rest
+        does not write them to the dead-letter file twice.
+        """
+        damaged = [(seq, row) for seq, row in batch if isinstance(row, UndecodableRow)]
+        if damaged:
+            await self._dead_letter_undecodable(name, [row for _, row in damaged])
+            await self.outbox.ack(name, [seq for seq, _ in damaged])
+        readable = [(seq, row) for seq, row in batch if isinstance(row, Record)]
+        if readable:
+            await self._deliver(name, sink, [record for _, record in readable])
+            await self.outbox.ack(name, [seq for seq, _ in readable])
 
     async def _deliver(self, name: str, sink: Sink, records: list[Record]) -> None:
         """Send until the sink takes the batch or rejects it for good."""
@@ -298,6 +339,51 @@ class Dispatcher:
             + "\n"
             for record, reason in rejected
         ).encode("utf-8")
+        await self._write_dead_letters(name, path, lines, len(rejected))
+        for record, reason in rejected:
+            log.error(
+                "sink.dead_letter",
+                sink=name,
+                event_id=record.event_id,
+                hunt=record.hunt_id,
+                path=str(path),
+                error=reason,
+            )
+
+    async def _dead_letter_undecodable(
+        self, name: str, rows: Sequence[UndecodableRow]
+    ) -> None:
+        """Move rows whose stored record is damaged to the dead-letter file.
+
+        No retry can make them readable; the stored text is kept as it was
+        found, so what is left of the row can still be recovered by hand.
+        """
+        path = self.dead_letter_dir / f"{name}.jsonl"
+        lines = "".join(
+            json_text(
+                {
+                    "sink": name,
+                    "error": row.reason,
+                    "event_id": row.event_id,
+                    "stored": row.stored,
+                }
+            )
+            + "\n"
+            for row in rows
+        ).encode("utf-8")
+        await self._write_dead_letters(name, path, lines, len(rows))
+        for row in rows:
+            log.error(
+                "sink.dead_letter",
+                sink=name,
+                event_id=row.event_id,
+                path=str(path),
+                error=row.reason,
+            )
+
+    async def _write_dead_letters(
+        self, name: str, path: Path, lines: bytes, rows: int
+    ) -> None:
         attempt = 0
         while True:
             try:
@@ -313,7 +399,7 @@ class Dispatcher:
                 log.error(
                     "sink.dead_letter_failed",
                     sink=name,
-                    rows=len(rejected),
+                    rows=rows,
                     path=str(path),
                     attempt=attempt + 1,
                     retry_in_s=round(delay, 3),
@@ -321,16 +407,7 @@ class Dispatcher:
                 )
                 attempt += 1
                 await self._sleep(delay)
-        self._stats[name].dead_lettered += len(rejected)
-        for record, reason in rejected:
-            log.error(
-                "sink.dead_letter",
-                sink=name,
-                event_id=record.event_id,
-                hunt=record.hunt_id,
-                path=str(path),
-                error=reason,
-            )
+        self._stats[name].dead_lettered += rows
 
     def _append_dead_letters(self, path: Path, lines: bytes) -> None:
         self.dead_letter_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

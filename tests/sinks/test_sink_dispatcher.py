@@ -491,3 +491,82 @@ async def test_close_right_after_drain_never_hangs(
         await asyncio.wait_for(dispatcher.aclose(), 5)
 
         assert sink.closed
+
+
+async def test_an_undecodable_outbox_row_is_dead_lettered_and_the_rest_delivered(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """A damaged outbox row goes to the dead-letter file; the rows around it arrive."""
+    batch = records(4)
+    sink = DummySink("siem")
+    dispatcher, _ = _setup(tmp_path, [(LocalSinkSpec("siem", "dummy"), sink)], batch)
+    conn = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    conn.execute(
+        "UPDATE outbox SET record = '{\"event_id\": tru' WHERE event_id = ?",
+        (batch[1].event_id,),
+    )
+    conn.execute(
+        "UPDATE outbox SET record = CAST(X'80FF7B' AS TEXT) WHERE event_id = ?",
+        (batch[2].event_id,),
+    )
+    conn.close()
+    async with dispatcher:
+        assert await dispatcher.drain(timeout=5)
+
+    assert sink.received == [batch[0], batch[3]]
+    path = tmp_path / "dead-letter" / "siem.jsonl"
+    letters = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [letter["event_id"] for letter in letters] == [
+        batch[1].event_id,
+        batch[2].event_id,
+    ]
+    assert letters[0]["stored"] == '{"event_id": tru'
+    assert letters[0]["error"].startswith("cannot decode outbox row: JSONDecodeError")
+    assert letters[1]["error"].startswith("cannot decode outbox row: UnicodeDecode")
+    assert await dispatcher.outbox.pending() == 0
+    assert dispatcher.stats()["siem"]["dead_lettered"] == 2
+
+
+class BadResultSink(DummySink):
+    """Returns something that is not a ``SendResult`` for its first *bad* sends."""
+
+    def __init__(self, name: str, *, bad: int) -> None:
+        super().__init__(name)
+        self._bad = bad
+
+    async def send(self, batch: Sequence[Record]) -> SendResult | None:
+        await super().send(batch)
+        if self.calls <= self._bad:
+            return "not a result"  # type: ignore[return-value]
+
+        return None
+
+
+async def test_a_failure_outside_send_backs_off_and_the_worker_lives_on(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """An error on the delivery path outside send is logged once and retried."""
+    sink = BadResultSink("siem", bad=3)
+    dispatcher, sleeps = _setup(
+        tmp_path,
+        [(LocalSinkSpec("siem", "dummy"), sink)],
+        records(2),
+        backoff_base=1.0,
+        rng=lambda: 1.0,
+    )
+    with structlog.testing.capture_logs() as logs:
+        async with dispatcher:
+            assert await dispatcher.drain(timeout=5)
+
+    errors = [entry for entry in logs if entry["event"] == "dispatcher.worker_error"]
+    assert errors == [
+        {
+            "event": "dispatcher.worker_error",
+            "log_level": "error",
+            "exc_info": True,
+            "sink": "siem",
+        }
+    ]
+    assert sleeps.delays == [1.0, 2.0, 4.0]
+    assert sink.calls == 4
+    assert await dispatcher.outbox.pending() == 0
