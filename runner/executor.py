@@ -64,7 +64,7 @@ class Executor:
     sinks_for: Callable[[Hunt, Sequence[Record]], Sequence[str]]
     data_window: timedelta = timedelta(days=30)
     row_caps: Mapping[str, int] = field(default_factory=dict)
-    wait_for_room: Callable[[], object] | None = None
+    wait_for_room: Callable[..., object] | None = None
     notify: Callable[[int], None] | None = None
     tenants_for: Callable[[Hunt], Sequence[str]] = field(
         default=lambda hunt: hunt.tenants
@@ -105,7 +105,9 @@ class Executor:
             while pending:
                 part = pending.pop(0)
                 if self.wait_for_room is not None:
-                    await self.wait_for_room()  # type: ignore[misc]
+                    await self.wait_for_room(  # type: ignore[misc]
+                        hunt=hunt.id, tenant=tenant
+                    )
                 rows = await self._query(hunt, tenant, part, tally)
                 tally.fetched += len(rows)
                 if len(rows) >= self._row_cap(tenant):

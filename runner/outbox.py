@@ -30,9 +30,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import structlog
+
 from runner import statefile
 from runner.errors import StateError
 from runner.records import Record
+
+log = structlog.get_logger(__name__)
 
 DEFAULT_RETENTION = timedelta(days=31)
 
@@ -136,6 +140,17 @@ def pending(
         ).fetchone()
 
     return int(row[0])
+
+
+def backlog(
+    conn: sqlite3.Connection, among: Sequence[str] | None = None
+) -> dict[str, int]:
+    """Rows waiting per sink (of the sinks *among*, if given), largest first."""
+    counts = conn.execute(
+        "SELECT sink, count(*) FROM outbox GROUP BY sink ORDER BY count(*) DESC"
+    ).fetchall()
+
+    return {sink: count for sink, count in counts if among is None or sink in among}
 
 
 def prune_fingerprints(
@@ -307,9 +322,27 @@ class Outbox:
 
         return self._pending >= self.capacity
 
-    async def wait_for_room(self, poll: float = 0.5) -> None:
-        """Return once the outbox is below capacity (acks wake this early)."""
+    async def wait_for_room(self, poll: float = 0.5, **context: str) -> None:
+        """Return once the outbox is below capacity (acks wake this early).
+
+        A wait is logged twice: ``outbox.full`` when it starts, with the sinks
+        holding the backlog, and ``outbox.room`` when it ends; *context* (the
+        hunt and tenant waiting) is added to both.
+        """
         await self.pending()
+        if not self.is_full():
+            return
+
+        started = time.monotonic()
+        among = self._counted_sinks
+        waiting = await asyncio.to_thread(self._run, lambda c: backlog(c, among))
+        log.warning(
+            "outbox.full",
+            **context,
+            pending=self._pending,
+            capacity=self.capacity,
+            backlog=waiting,
+        )
         while self.is_full():
             self._room.clear()
             try:
@@ -317,3 +350,10 @@ class Outbox:
                     await self._room.wait()
             except TimeoutError:
                 await self.pending()
+        log.info(
+            "outbox.room",
+            **context,
+            pending=self._pending,
+            capacity=self.capacity,
+            waited_s=round(time.monotonic() - started, 3),
+        )

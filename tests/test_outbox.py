@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from runner import outbox
 from runner.outbox import Outbox
@@ -159,3 +160,47 @@ def test_pending_counts(tmp_path: Path, sink: str | None) -> None:
     outbox.enqueue(conn, [_record(1)], ["file", "webhook"])
 
     assert outbox.pending(conn, sink) == (2 if sink is None else 1)
+
+
+async def test_a_wait_for_room_is_logged_once_when_it_starts_and_once_when_it_ends(
+    tmp_path: Path,
+) -> None:
+    """A full outbox logs one warning with the backlog per sink, then one info."""
+    path = tmp_path / "state.db"
+    conn = _connect(path)
+    outbox.enqueue(conn, [_record(n) for n in range(3)], ["file"])
+    outbox.enqueue(conn, [_record(9)], ["webhook"])
+    box = Outbox(path, capacity=4)
+
+    with structlog.testing.capture_logs() as logs:
+        waiter = asyncio.create_task(
+            box.wait_for_room(poll=0.02, hunt="hunt-a", tenant="contoso")
+        )
+        await asyncio.sleep(0.2)
+        assert not waiter.done()
+        batch = await box.next_batch("file", 1)
+        await box.ack("file", [seq for seq, _ in batch])
+        await asyncio.wait_for(waiter, 1)
+        await box.wait_for_room(hunt="hunt-a", tenant="contoso")
+
+    waited = logs[1].pop("waited_s")
+    assert logs == [
+        {
+            "event": "outbox.full",
+            "log_level": "warning",
+            "hunt": "hunt-a",
+            "tenant": "contoso",
+            "pending": 4,
+            "capacity": 4,
+            "backlog": {"file": 3, "webhook": 1},
+        },
+        {
+            "event": "outbox.room",
+            "log_level": "info",
+            "hunt": "hunt-a",
+            "tenant": "contoso",
+            "pending": 3,
+            "capacity": 4,
+        },
+    ]
+    assert waited > 0
