@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -172,6 +173,15 @@ class WebhookSink(Sink):
             options.problems.append("url: required")
         elif not url.startswith(("https://", "http://")):
             options.problems.append("url: expected an https:// address")
+        elif _has_credentials(url) and any(
+            header.lower() == "authorization" for header in headers
+        ):
+            # aiohttp turns credentials in the address into an Authorization
+            # header of its own and refuses to send a second one.
+            options.problems.append(
+                "url: a user name or password in the address cannot be combined "
+                "with token or an Authorization header; give the credentials once"
+            )
         if preset == "splunk-hec" and token is None and "Authorization" not in headers:
             options.problems.append("token: the splunk-hec preset needs {env: NAME}")
         options.finish()
@@ -390,6 +400,14 @@ class WebhookSink(Sink):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _has_credentials(url: str) -> bool:
+    """Whether *url* carries user information (``user:password@``)."""
+    try:
+        return "@" in urlsplit(url).netloc
+    except ValueError:  # a malformed address fails at its first request
+        return False
 
 
 def _retry_after(value: str | None) -> float | None:

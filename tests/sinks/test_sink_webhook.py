@@ -28,6 +28,7 @@ from runner.outbox import Outbox
 from runner.records import Record
 from runner.sinks import Dispatcher, RecordsRejected, build_sink
 from runner.sinks.base import LocalSinkSpec, Sink
+from runner.validate import validate_paths
 
 
 @pytest.fixture(scope="module")
@@ -530,3 +531,42 @@ async def test_auth_and_address_errors_keep_the_rows(
     assert sorted(receiver.accepted_ids) == sorted(r.event_id for r in sent)
     assert dispatcher.stats()["hook"]["dead_lettered"] == 0
     assert not (tmp_path / "dead-letter").exists()
+
+
+def test_credentials_in_the_url_and_an_authorization_header_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """validate reports URL credentials with a token or Authorization header."""
+    monkeypatch.setenv("HEC_TOKEN", "00000000-0000-0000-0000-000000000000")
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "sinks.yaml").write_text(
+        "tenants:\n"
+        "  sandbox: {cloud: sandbox}\n"
+        "sinks:\n"
+        "  splunk:\n"
+        "    type: webhook\n"
+        "    preset: splunk-hec\n"
+        "    url: https://hec:hunter2pw@splunk.example.com:8088/services/collector\n"
+        "    token: {env: HEC_TOKEN}\n"
+        "  elastic:\n"
+        "    type: webhook\n"
+        "    url: https://elastic:hunter2pw@es.example.com:9200/_bulk\n"
+        "    headers: {authorization: ApiKey abc}\n"
+        "  basic:\n"
+        "    type: webhook\n"
+        "    url: https://elastic:hunter2pw@es.example.com:9200/_bulk\n"
+    )
+    hunt = tmp_path / "hunt.yaml"
+    hunt.write_text("query: T\n")
+
+    problems = [str(problem) for problem in validate_paths([hunt], config)]
+
+    message = (
+        "url: a user name or password in the address cannot be combined with "
+        "token or an Authorization header; give the credentials once"
+    )
+    assert problems == [
+        f"{config / 'sinks.yaml'}:4: sink splunk: {message}",
+        f"{config / 'sinks.yaml'}:9: sink elastic: {message}",
+    ]
