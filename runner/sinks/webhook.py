@@ -12,8 +12,9 @@ whose framework decompresses transparently can still verify it.
 Splunk <token>`` with the HEC preset and ``Authorization: ApiKey <token>``
 otherwise; other ``headers`` values may be given the same way.
 
-Answers: 2xx delivered; 413 splits the request in halves and sends each (a
-single record still too big is rejected for good); 429 asks the dispatcher to
+Answers: 2xx delivered; 413 and 400 split the request in halves and send
+each (a single record still too big, or still refused, is rejected for good
+with the receiver's message); 429 asks the dispatcher to
 wait ``Retry-After``; 5xx, 401, 403, 404, 407, 408, redirects (never
 followed) and network errors are retryable; other statuses reject the batch.
 When the dispatcher retries a batch, the records an earlier attempt got
@@ -283,19 +284,30 @@ class WebhookSink(Sink):
         return None
 
     async def _post_splitting(self, chunk: list[tuple[Record, bytes]]) -> None:
-        """POST *chunk*; on 413 send its halves, down to single records."""
-        status = await self._post(chunk)
-        if status != 413:
+        """POST *chunk*; on 413 or 400 send its halves, down to single records.
+
+        A receiver answers 400 for a whole request when one record in it is
+        bad (Splunk HEC does), so halving finds the records it refuses and
+        delivers the others.
+        """
+        status, text = await self._post(chunk)
+        if status not in (400, 413):
             return
         if len(chunk) == 1:
-            self._settled[chunk[0][0].event_id] = "413: too large for the receiver"
+            reason = (
+                "413: too large for the receiver"
+                if status == 413
+                else f"HTTP 400: {text[:200]}"
+            )
+            self._settled[chunk[0][0].event_id] = reason
             return
         middle = len(chunk) // 2
         log.debug("sink.batch_split", sink=self.name, rows=len(chunk))
         await self._post_splitting(chunk[:middle])
         await self._post_splitting(chunk[middle:])
 
-    async def _post(self, chunk: list[tuple[Record, bytes]]) -> int:
+    async def _post(self, chunk: list[tuple[Record, bytes]]) -> tuple[int, str]:
+        """POST *chunk*: its status and answer when 2xx, 400 or 413, else raise."""
         body = self._body([part for _, part in chunk])
         headers = {
             "Content-Type": self.content_type,
@@ -336,9 +348,9 @@ class WebhookSink(Sink):
                 self._check_bulk_items(chunk, text)
             else:
                 self._settled.update((record.event_id, None) for record, _ in chunk)
-            return status
-        if status == 413:
-            return status
+            return status, text
+        if status in (400, 413):
+            return status, text
         if status == 429:
             raise SinkThrottled(
                 self.name,

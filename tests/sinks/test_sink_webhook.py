@@ -570,3 +570,40 @@ def test_credentials_in_the_url_and_an_authorization_header_are_refused(
         f"{config / 'sinks.yaml'}:4: sink splunk: {message}",
         f"{config / 'sinks.yaml'}:9: sink elastic: {message}",
     ]
+
+
+async def test_400_splits_and_dead_letters_only_the_refused_records(
+    tmp_path: Path,
+    receiver: WebhookReceiver,
+    certificates: TlsFiles,
+    records: Callable[..., list[Record]],
+) -> None:
+    """A 400 for a batch is halved until only the refused records are dead-lettered."""
+
+    def refuse_marked(documents: list[dict[str, Any]], server: WebhookReceiver) -> Any:
+        if any("Marker" in document["row"] for document in documents):
+            return web.Response(status=400, text="invalid event: Marker not allowed")
+        return None
+
+    receiver.policy = refuse_marked
+    sent = records(6) + records(1, row={"Marker": 1}) + records(5, start=6)
+    sent += records(1, row={"Marker": 2})
+    sink = _sink(receiver.url, certificates, batch_size=20)
+    dispatcher = await _deliver(tmp_path, sink, sent)
+
+    refused = [sent[6], sent[12]]
+    assert sorted(receiver.accepted_ids) == sorted(
+        r.event_id for r in sent if r not in refused
+    )
+    letters = [
+        json.loads(line)
+        for line in (tmp_path / "dead-letter" / "hook.jsonl").read_text().splitlines()
+    ]
+    assert [letter["record"]["event_id"] for letter in letters] == [
+        r.event_id for r in refused
+    ]
+    assert {letter["error"] for letter in letters} == {
+        "HTTP 400: invalid event: Marker not allowed"
+    }
+    assert dispatcher.stats()["hook"]["delivered"] == 11
+    assert dispatcher.stats()["hook"]["dead_lettered"] == 2
