@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import gzip
+import hashlib
 import io
 import os
 import shutil
@@ -26,6 +27,10 @@ from typing import Any, Self
 from runner.errors import SinkError
 from runner.records import Record, json_text, utf8_safe
 from runner.sinks.base import BlockingCalls, Options, SendResult, Sink, register
+
+# The longest hunt id in UTF-8 (``runner.hunts``); file names derived from
+# ids stay within it.
+_NAME_BYTES = 200
 
 ENVELOPE_COLUMNS = (
     "event_id",
@@ -243,7 +248,22 @@ class FileSink(Sink):
 
 
 def _safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "_"
+    """A file name for the hunt id *text*, a different one for every id.
+
+    An id of letters, digits, ``-``, ``_`` and ``.`` is its own name. In any
+    other id every other character becomes ``_``, and ``~`` and a hash of the
+    id are appended, so ``a:b`` and ``a_b`` never share a file (no name kept
+    as it is holds a ``~``).
+    """
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+    if text and safe == text:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    # No longer than the longest id a hunt may have, for which the day and
+    # rotation suffixes were measured to fit a file name.
+    head = safe.encode()[: _NAME_BYTES - 9].decode("utf-8", errors="ignore")
+
+    return f"{head}~{digest[:8]}"
 
 
 def _write_all(fd: int, data: bytes) -> None:

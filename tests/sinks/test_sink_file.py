@@ -214,3 +214,29 @@ def test_failed_write_leaves_no_half_line(
     assert [json.loads(line)["event_id"] for line in lines] == [
         r.event_id for r in records(4)
     ]
+
+
+async def test_hunt_ids_that_differ_only_in_replaced_characters_get_their_own_files(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """``a:b``, ``a;b`` and ``a_b`` write three files; a safe id keeps its name."""
+    sink = FileSink("files", folder=tmp_path, per="hunt-day", clock=Clock())
+    sent = [
+        *records(2, hunt="a:b"),
+        *records(2, hunt="a;b"),
+        *records(2, hunt="a_b"),
+    ]
+    async with sink:
+        await sink.send(sent)
+
+    hunts_by_file = {
+        path.name: {
+            json.loads(line)["hunt"]["id"] for line in path.read_text().splitlines()
+        }
+        for path in tmp_path.iterdir()
+    }
+    assert hunts_by_file == {
+        "a_b-2026-12-03.jsonl": {"a_b"},
+        "a_b~6783a31e-2026-12-03.jsonl": {"a:b"},
+        "a_b~5719af18-2026-12-03.jsonl": {"a;b"},
+    }
