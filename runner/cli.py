@@ -277,12 +277,13 @@ def _validate(args: argparse.Namespace) -> int:
         config = None
     problems = validate_paths(paths, config)
     _print_problems(problems)
-    print(
-        f"{len(problems)} problem(s)" if problems else "no problems",
-        file=sys.stderr,
-    )
+    failures = [problem for problem in problems if not problem.warning]
+    summary = f"{len(failures)} problem(s)" if failures else "no problems"
+    if len(problems) > len(failures):
+        summary += f", {len(problems) - len(failures)} warning(s)"
+    print(summary, file=sys.stderr)
 
-    return EXIT_FAILED if problems else EXIT_OK
+    return EXIT_FAILED if failures else EXIT_OK
 
 
 def _query(args: argparse.Namespace) -> int:

@@ -44,6 +44,7 @@ from runner.secrets import Secret
 from runner.yamlio import Document, Fields, YamlPath, is_yaml_file, read_yaml
 
 __all__ = [
+    "SERVICE_REQUEST_SECONDS",
     "Credential",
     "Limits",
     "Rate",
@@ -55,6 +56,11 @@ __all__ = [
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
+
+# How long Graph and the XDR API let one query run before they answer with an
+# error themselves (the MDE page says 200 s). A shorter read_timeout is allowed,
+# with a warning: the client gives up on a query the service is still running.
+SERVICE_REQUEST_SECONDS = 180.0
 
 
 @dataclass(frozen=True)
@@ -142,7 +148,8 @@ class Tenant:
     proxy_password: Secret | None = None
     verify_tls: bool = True
     connect_timeout: float = 10.0
-    # Above the service's own 180 s limit, so the service's answer arrives.
+    # Above the service's own limit (SERVICE_REQUEST_SECONDS), so the
+    # service's answer arrives.
     read_timeout: float = 240.0
     limits: Limits = field(default_factory=Limits)
 
@@ -177,6 +184,9 @@ class Settings:
     source_dir: Path
     # Pending deliveries the outbox holds before hunts stop fetching.
     outbox_capacity: int = 1_000_000
+    # Settings that work but are probably not meant: reported by validate,
+    # never a reason to refuse the configuration.
+    warnings: tuple[Problem, ...] = ()
 
 
 _SECTIONS = (
@@ -359,6 +369,7 @@ class _Loader:
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
+        self.warnings: list[Problem] = []
 
     def sandbox(self, sections: Mapping[str, _Section]) -> Mapping[str, Any]:
         if "sandbox" not in sections or sections["sandbox"].value is None:
@@ -479,6 +490,7 @@ class _Loader:
             sandbox=sandbox,
             data_window=data_window,
             source_dir=source_dir,
+            warnings=tuple(self.warnings),
         )
 
     # ---------------------------------------------------------------- tenants
@@ -527,8 +539,8 @@ class _Loader:
             fields.fail((*path, "client_id"), f"{client_id!r} is not a GUID")
 
         credential = self.credential(fields, path, data, folder, sandbox)
-        authority = self.https_url(fields, path, data, "authority")
-        api_base = self.https_url(fields, path, data, "api_base")
+        authority = self.authority(fields, path, data)
+        api_base = self.api_base(fields, path, data)
         ca_bundle = self.ca_bundle(fields, path, data, folder)
         ca_mode = "add"
         if "ca_mode" in data:
@@ -549,6 +561,15 @@ class _Loader:
             verify_tls = fields.boolean((*path, "verify_tls"), data["verify_tls"])
         connect_timeout = self.seconds(fields, path, data, "connect_timeout", 10.0)
         read_timeout = self.seconds(fields, path, data, "read_timeout", 240.0)
+        if read_timeout < SERVICE_REQUEST_SECONDS:
+            problem = fields.document.problem(
+                (*path, "read_timeout"),
+                f"{data['read_timeout']} is below the service's 3-minute limit on "
+                "one query, so a slow query is cut off here and retried before the "
+                "service answers (allowed; logged at start as "
+                "tenant.read_timeout_below_service_limit)",
+            )
+            self.warnings.append(replace(problem, warning=True))
         limits = base_limits
         if "limits" in data:
             limits = self.limits(fields, (*path, "limits"), data["limits"], base_limits)
@@ -692,16 +713,27 @@ class _Loader:
         if text.lower() == DIRECT:
             return DIRECT
         parts = urlsplit(text)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            fields.fail(at, f"{text!r} is not an http(s):// URL")
-            return None
         if parts.username is not None or parts.password is not None:
-            # The URL would put a password into the configuration and the logs.
+            # The URL would put a password into the configuration and the logs;
+            # checked first, so that no other message repeats it.
             fields.fail(
                 at,
                 "credentials in the proxy URL are not accepted; use proxy_username "
                 "with proxy_password_env or proxy_password_file",
             )
+            return None
+        if parts.scheme not in ("http", "https"):
+            fields.fail(at, f"{text!r} is not an http(s):// URL")
+            return None
+        if not (parts.hostname or "").strip():
+            fields.fail(at, f"{text!r} has no host; write http(s)://host:port")
+            return None
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0:
+            fields.fail(at, f"{text!r} has an invalid port; give one from 1 to 65535")
             return None
 
         return text.rstrip("/")
@@ -755,6 +787,42 @@ class _Loader:
             fields.fail(at, f"cannot read password file {password_path}: {error}")
 
         return username, None
+
+    def authority(
+        self, fields: Fields, path: YamlPath, data: dict[str, Any]
+    ) -> str | None:
+        """The sign-in ``authority``: an https URL whose first segment is the tenant."""
+        authority = self.https_url(fields, path, data, "authority")
+        if authority is None:
+            return None
+        # msal takes the tenant from the first path segment and refuses an
+        # authority without one, at the first token request.
+        segments = urlsplit(authority).path.split("/")
+        if len(segments) < 2 or not segments[1]:
+            fields.fail(
+                (*path, "authority"),
+                f"{data['authority']!r} names no tenant; write https://host/<tenant>, "
+                "like https://login.microsoftonline.com/contoso.onmicrosoft.com",
+            )
+            return None
+
+        return authority
+
+    def api_base(
+        self, fields: Fields, path: YamlPath, data: dict[str, Any]
+    ) -> str | None:
+        """The ``api_base`` URL the API path is appended to, so with no query."""
+        api_base = self.https_url(fields, path, data, "api_base")
+        if api_base is not None and ("?" in api_base or "#" in api_base):
+            fields.fail(
+                (*path, "api_base"),
+                f"{data['api_base']!r} has a query string or fragment; the API path "
+                "is appended to api_base, so give only https://host and an optional "
+                "path prefix",
+            )
+            return None
+
+        return api_base
 
     def https_url(
         self, fields: Fields, path: YamlPath, data: dict[str, Any], key: str

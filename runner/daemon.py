@@ -23,7 +23,7 @@ from runner import clouds, network
 from runner.auth import ClientCredential, TokenProvider
 from runner.client import HuntingClient
 from runner.clock import Clock, SystemClock
-from runner.config import Settings, Tenant
+from runner.config import SERVICE_REQUEST_SECONDS, Settings, Tenant
 from runner.executor import Executor, RunResult
 from runner.hunts import Hunt
 from runner.limiter import Limiter
@@ -178,6 +178,14 @@ class Runtime:
                 tenant=tenant.name,
                 authority=endpoints.authority,
                 query_url=endpoints.query_url,
+            )
+        if tenant.read_timeout < SERVICE_REQUEST_SECONDS:
+            log.warning(
+                "tenant.read_timeout_below_service_limit",
+                tenant=tenant.name,
+                read_timeout_s=tenant.read_timeout,
+                service_limit_s=SERVICE_REQUEST_SECONDS,
+                note="a query the service is still running is cut off here and retried",
             )
         proxy_value = tenant.proxy
         if proxy_value is None and tenant.cloud == "sandbox":

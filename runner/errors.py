@@ -30,14 +30,21 @@ class HuntRunnerError(Exception):
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong in one file, reported as ``file:line: message``."""
+    """One thing wrong in one file, reported as ``file:line: message``.
+
+    A ``warning`` is reported as ``file:line: warning: message`` and is no
+    reason to refuse the file.
+    """
 
     path: str
     line: int
     message: str
+    warning: bool = False
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.message}"
+        kind = "warning: " if self.warning else ""
+
+        return f"{self.path}:{self.line}: {kind}{self.message}"
 
 
 class ConfigError(HuntRunnerError):

@@ -3,9 +3,12 @@
 ``validate_paths`` reports every problem as ``file:line: message``: YAML that
 does not parse, fields of the wrong type, network settings that cannot work
 (a missing or unreadable CA bundle, an unknown ``ca_mode``, an authority or
-API base that is not https, a proxy that is not an http(s) URL or carries
-credentials, a proxy password variable that is not set), references to
-tenants or sinks that are not configured, and KQL syntax errors. KQL is checked with
+API base that is not https, an authority without a tenant segment, an API
+base with a query string, a proxy that is not an http(s) URL, has no host or
+port, or carries credentials, a proxy password variable that is not set),
+references to tenants or sinks that are not configured, and KQL syntax
+errors. Settings that work but are probably not meant (a ``read_timeout``
+below the service's own limit) come as warnings, which fail nothing. KQL is checked with
 ``duckdb_kql.validate``, a syntax check only: a construct the local engine
 cannot translate is not a problem here, because the service may support it.
 """
@@ -49,6 +52,8 @@ def validate_paths(
     if config_dir is not None:
         settings, config_problems = load_config(config_dir, partial=True)
         problems.extend(config_problems)
+        if settings is not None:
+            problems.extend(settings.warnings)
 
     defaults = settings.hunt_defaults if settings is not None else HuntDefaults()
     loaded, hunt_problems = load_hunt_files(paths, defaults)

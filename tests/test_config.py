@@ -326,7 +326,7 @@ def test_explicit_overrides_are_kept(
     ca = make_server_certificates(tmp_path / "ca").ca_path
     (tmp_path / "ca.pem").write_bytes(ca.read_bytes())
     extra = (
-        "    authority: https://login.example.com/\n"
+        "    authority: https://login.example.com/contoso.com/\n"
         "    api_base: https://eu.api.security.microsoft.com\n"
         "    ca_bundle: ca.pem\n"
         "    backend: xdr\n"
@@ -337,7 +337,7 @@ def test_explicit_overrides_are_kept(
     )
     write(tmp_path, "c.yaml", real_tenant("secret_env: A", extra))
     [tenant] = loaded(tmp_path).tenants
-    assert tenant.authority == "https://login.example.com"
+    assert tenant.authority == "https://login.example.com/contoso.com"
     assert tenant.api_base == "https://eu.api.security.microsoft.com"
     assert tenant.ca_bundle == str(tmp_path / "ca.pem")
     assert (tenant.backend, tenant.verify_tls, tenant.proxy) == (

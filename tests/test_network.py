@@ -693,6 +693,112 @@ tenants:
     assert not [p for p in problems if "tenants.fine" in p]
 
 
+def test_validate_reports_urls_the_clients_cannot_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Authority without tenant, api_base with a query, bad proxy: each at its line."""
+    monkeypatch.setenv("LAB_CLIENT_SECRET", "x")
+    config = tmp_path / "config"
+    config.mkdir()
+    ids = (
+        "    tenant_id: contoso.com\n"
+        "    client_id: 00000000-0000-0000-0000-000000000001\n"
+        "    secret_env: LAB_CLIENT_SECRET\n"
+    )
+    (config / "tenants.yaml").write_text(
+        "tenants:\n"
+        "  one:\n"
+        f"{ids}"
+        "    authority: https://login.example.net/\n"
+        "    api_base: https://api.example.net/defender?y=1\n"
+        "    proxy: http://proxy.example.net:99999\n"
+        "  two:\n"
+        f"{ids}"
+        "    authority: https://login.example.net\n"
+        "    api_base: https://api.example.net#top\n"
+        "    proxy: http://:3128\n"
+        "  three:\n"
+        f"{ids}"
+        "    proxy: http://hunter:pw-in-url-45@proxy.example.net:99999\n",
+        encoding="utf-8",
+    )
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "recent-processes.yaml").write_text(HUNT, encoding="utf-8")
+
+    problems = [str(problem) for problem in validate_paths([jobs], config)]
+
+    source = str(config / "tenants.yaml")
+    no_tenant = (
+        "names no tenant; write https://host/<tenant>, like "
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com"
+    )
+    query_string = (
+        "has a query string or fragment; the API path is appended to api_base, "
+        "so give only https://host and an optional path prefix"
+    )
+    assert problems == [
+        f"{source}:6: tenants.one.authority: 'https://login.example.net/' {no_tenant}",
+        f"{source}:7: tenants.one.api_base: 'https://api.example.net/defender?y=1' "
+        f"{query_string}",
+        f"{source}:8: tenants.one.proxy: 'http://proxy.example.net:99999' has an "
+        "invalid port; give one from 1 to 65535",
+        f"{source}:13: tenants.two.authority: 'https://login.example.net' {no_tenant}",
+        f"{source}:14: tenants.two.api_base: 'https://api.example.net#top' "
+        f"{query_string}",
+        f"{source}:15: tenants.two.proxy: 'http://:3128' has no host; write "
+        "http(s)://host:port",
+        f"{source}:20: tenants.three.proxy: credentials in the proxy URL are not "
+        "accepted; use proxy_username with proxy_password_env or "
+        "proxy_password_file",
+    ]
+
+
+async def test_short_read_timeout_is_a_warning_in_validate_and_at_start(
+    sandbox: Sandbox,
+    secret_env: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A read_timeout under the service's 3 minutes is a warning, never a refusal."""
+    from runner.cli import EXIT_OK, main
+
+    tenants = _tenant_yaml(
+        sandbox, "lab", ca_bundle=sandbox.ca_path, extra="read_timeout: 1m"
+    )
+    config, jobs = _write(tmp_path, tenants)
+
+    status = main(["validate", str(jobs), "--config", str(config)])
+    settings, problems = load_config(config)
+    assert settings is not None, problems
+    with capture_logs() as events:
+        async with Runtime(settings, []):
+            pass
+
+    err = capsys.readouterr().err
+    assert status == EXIT_OK, err
+    assert (
+        f"{config / 'hunt-runner.yaml'}:12: warning: tenants.lab.read_timeout: 1m is "
+        "below the service's 3-minute limit on one query"
+    ) in err
+    assert "no problems, 1 warning(s)" in err
+    warnings = [
+        event
+        for event in events
+        if event["event"] == "tenant.read_timeout_below_service_limit"
+    ]
+    assert warnings == [
+        {
+            "event": "tenant.read_timeout_below_service_limit",
+            "log_level": "warning",
+            "tenant": "lab",
+            "read_timeout_s": 60.0,
+            "service_limit_s": 180.0,
+            "note": "a query the service is still running is cut off here and retried",
+        }
+    ]
+
+
 async def test_webhook_sink_goes_through_its_own_proxy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
