@@ -3,6 +3,13 @@
 One ``ConfidentialClientApplication`` lives per tenant for the whole process,
 so msal's cache serves tokens until shortly before they expire. msal is
 synchronous; every call to it runs in a worker thread.
+
+Failures become ``AuthError``: ``retryable`` when the identity endpoint or the
+proxy could not be reached or answered a 5xx, so that the client retries the
+token request as it retries queries; not when the request was refused (an
+OAuth error such as ``invalid_client``, an authority msal rejects, a
+certificate the configured trust does not accept, a proxy refusing the
+tunnel).
 """
 
 from __future__ import annotations
@@ -80,8 +87,22 @@ def http_session(
     session.trust_env = False
     session.verify = verify
     session.proxies = proxy.for_requests(authority)
+    session.hooks["response"].append(_raise_for_server_error)
 
     return session
+
+
+def _raise_for_server_error(response: requests.Response, *_: Any, **__: Any) -> None:
+    # msal keeps a 5xx answer for its Retry-After (5 s without one) and hands
+    # it back, without a request, to every token request in that time
+    # (AzureAD/microsoft-authentication-library-for-python#379), so a retry
+    # would only see the same failure. Raised here, it never reaches that
+    # cache, and each retry sends a real request.
+    if response.status_code >= 500:
+        response.close()
+        raise requests.HTTPError(
+            f"{response.status_code} {response.reason}", response=response
+        )
 
 
 class TokenProvider:
@@ -148,12 +169,33 @@ class TokenProvider:
             raise AuthError(self.tenant, "tls", _describe_tls(error)) from error
         except requests.exceptions.ProxyError as error:
             proxy = self._session.proxies.get("https", "")
+            status = _tunnel_status(error)
             raise AuthError(
-                self.tenant, "proxy", _describe_proxy(error, redact(proxy))
+                self.tenant,
+                "proxy",
+                _describe_proxy(error, redact(proxy)),
+                # Unreachable, or a 5xx for a host it could not reach: transient.
+                retryable=status is None or status.startswith("5"),
+            ) from error
+        except requests.HTTPError as error:
+            raise AuthError(
+                self.tenant,
+                "server_error",
+                f"the identity endpoint answered HTTP {error}",
+                retryable=True,
+            ) from error
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        ) as error:
+            # A reset, a refused connection or a timeout.
+            raise AuthError(
+                self.tenant, "unreachable", _describe(error), retryable=True
             ) from error
         except (requests.RequestException, ValueError) as error:
-            # msal raises these when the identity endpoint cannot be reached or
-            # answers something that is not JSON.
+            # msal raises ValueError for an authority it rejects and for an
+            # answer that is not JSON.
             raise AuthError(self.tenant, "unreachable", _describe(error)) from error
         if "access_token" not in result:
             raise AuthError(
@@ -187,13 +229,19 @@ def _describe_tls(error: requests.exceptions.SSLError) -> str:
     return describe_tls_failure(host, port, detail)
 
 
-def _describe_proxy(error: requests.exceptions.ProxyError, proxy: str) -> str:
+def _tunnel_status(error: requests.exceptions.ProxyError) -> str | None:
+    """The proxy's answer to CONNECT (``407 Proxy ...``), if it gave one."""
     match = _TUNNEL_STATUS.search(str(error))
-    if match is None:
+
+    return match.group(1).strip() if match else None
+
+
+def _describe_proxy(error: requests.exceptions.ProxyError, proxy: str) -> str:
+    status = _tunnel_status(error)
+    if status is None:
         reason = _OS_ERROR.search(str(error))
         detail = reason.group(0).strip() if reason else _describe(error)
         return f"cannot reach the proxy {proxy}: {detail}"
-    status = match.group(1).strip()
     hint = ""
     if status.startswith("407"):
         hint = " (check proxy_username and proxy_password_env/proxy_password_file)"

@@ -4,7 +4,8 @@ Status codes become the error tree of ``runner.errors`` here and nowhere else:
 401 gets one token refresh, then fails; 400 fails the hunt without a retry; 429
 is handed to the caller's throttle hook and retried once the limiter allows;
 5xx, resets, timeouts and broken bodies get bounded retries with backoff and
-jitter (stamina).
+jitter (stamina), and so do token requests that failed the same way
+(``AuthError.retryable``), in the same loop and within the same attempts.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from runner.auth import TokenProvider
 from runner.clouds import Endpoints
 from runner.errors import (
     ApiError,
+    AuthError,
     ForbiddenError,
     QueryError,
     ServerError,
@@ -145,6 +147,8 @@ class HuntingClient:
                 return error.retry_after if error.retry_after is not None else 1.0
             if isinstance(error, TlsError):
                 return False
+            if isinstance(error, AuthError):
+                return error.retryable
 
             return isinstance(error, ServerError | TransportError)
 

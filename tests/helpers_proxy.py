@@ -3,7 +3,9 @@
 It understands only ``CONNECT host:port``, which is all an HTTPS client sends
 to a proxy, and pipes bytes both ways once the tunnel is open. With
 ``credentials`` it demands ``Proxy-Authorization: Basic ...`` and answers
-``407`` to anything else, as a corporate proxy does.
+``407`` to anything else, as a corporate proxy does. With ``answers`` the
+first CONNECTs get those status lines instead (``"403 Forbidden"``), or
+``"close"``: the connection closed without an answer.
 """
 
 from __future__ import annotations
@@ -12,14 +14,20 @@ import asyncio
 import base64
 import contextlib
 from collections import Counter
+from collections.abc import Sequence
 from types import TracebackType
 
 
 class ConnectProxy:
     """``async with ConnectProxy() as proxy``: ``proxy.url``, ``proxy.connects``."""
 
-    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        credentials: tuple[str, str] | None = None,
+        answers: Sequence[str] = (),
+    ) -> None:
         self.credentials = credentials
+        self.answers = list(answers)
         self.connects: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
         self.url = ""
@@ -76,6 +84,16 @@ class ConnectProxy:
             writer.write(
                 b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n"
             )
+            return
+        if self.answers:
+            answer = self.answers.pop(0)
+            self.refused[target] += 1
+            if answer != "close":
+                writer.write(
+                    f"HTTP/1.1 {answer}\r\nContent-Length: 0\r\n"
+                    "Connection: close\r\n\r\n".encode("latin-1")
+                )
+                await writer.drain()
             return
         if self.credentials is not None and not self._authorised(headers):
             self.refused[target] += 1
