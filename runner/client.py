@@ -5,7 +5,8 @@ Status codes become the error tree of ``runner.errors`` here and nowhere else:
 is handed to the caller's throttle hook and retried once the limiter allows;
 5xx, resets, timeouts and broken bodies get bounded retries with backoff and
 jitter (stamina), and so do token requests that failed the same way
-(``AuthError.retryable``), in the same loop and within the same attempts.
+(``AuthError.retryable``), in the same loop and within the same attempts. A
+proxy that refuses the tunnel (407, 403) fails the call at once.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from runner.errors import (
     ApiError,
     AuthError,
     ForbiddenError,
+    ProxyRefusedError,
     QueryError,
     ServerError,
     ThrottledError,
@@ -145,7 +147,7 @@ class HuntingClient:
                     on_throttled(error)
                     return 0.0
                 return error.retry_after if error.retry_after is not None else 1.0
-            if isinstance(error, TlsError):
+            if isinstance(error, TlsError | ProxyRefusedError):
                 return False
             if isinstance(error, AuthError):
                 return error.retryable
@@ -215,10 +217,15 @@ class HuntingClient:
                 hint = (
                     " (check proxy_username and proxy_password_env/proxy_password_file)"
                 )
-            raise TransportError(
-                self.tenant,
-                f"the proxy refused the tunnel: {error.status} {error.message}{hint}",
-            ) from error
+            reason = (
+                f"the proxy {network.redact(self._proxy or '')} refused the tunnel: "
+                f"{error.status} {error.message}{hint}"
+            )
+            # A 5xx says the proxy could not reach the host this time; a 4xx
+            # (credentials, a policy) will be the same on every retry.
+            if error.status >= 500:
+                raise TransportError(self.tenant, reason) from error
+            raise ProxyRefusedError(self.tenant, reason) from error
         except (TimeoutError, aiohttp.ClientError) as error:
             raise TransportError(
                 self.tenant, f"request failed: {type(error).__name__}: {error}"

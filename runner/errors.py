@@ -15,7 +15,8 @@ are caught and never leak further::
     │   ├── ThrottledError     429: a call or CPU quota is exhausted (retry_after)
     │   └── ServerError        5xx: transient on the service side
     ├── TransportError         no usable answer: reset, timeout, malformed body
-    │   └── TlsError           the peer's certificate was not trusted; not retried
+    │   ├── TlsError           the peer's certificate was not trusted; not retried
+    │   └── ProxyRefusedError  the proxy refused the tunnel (407, 403); not retried
     ├── StateError             the state database cannot be read or written
     └── SinkError              a sink could not take a batch
 """
@@ -142,6 +143,10 @@ class TransportError(HuntRunnerError):
 
 class TlsError(TransportError):
     """TLS verification failed: a wrong CA bundle or an intercepting proxy."""
+
+
+class ProxyRefusedError(TransportError):
+    """The proxy answered CONNECT with a 4xx: wrong credentials or not allowed."""
 
 
 class StateError(HuntRunnerError):

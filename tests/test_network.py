@@ -23,6 +23,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import stamina
 from helpers_proxy import ConnectProxy
 from structlog.testing import capture_logs
 
@@ -31,7 +32,7 @@ from runner.auth import ClientCredential, TokenProvider
 from runner.client import HuntingClient
 from runner.config import load_config
 from runner.daemon import Runtime
-from runner.errors import AuthError, TlsError
+from runner.errors import AuthError, HuntRunnerError, TlsError
 from runner.executor import RunResult
 from runner.hunts import load_hunts
 from runner.sandbox import Sandbox, SandboxSettings
@@ -281,6 +282,89 @@ proxy_password_env: LAB_PROXY_PASSWORD
     assert "pw-mistyped-41" not in error
     assert proxy.refused[_targets(sandbox)[0]] >= 1
     assert "pw-mistyped-41" not in repr(events)
+
+
+async def _query_through(
+    sandbox: Sandbox, proxy: network.ProxySettings
+) -> tuple[int, BaseException | None]:
+    """One query whose token comes direct and whose call goes through *proxy*."""
+    endpoints = clouds.resolve(
+        "commercial",
+        "graph",
+        sandbox.demo.tenant_id,
+        authority=f"{sandbox.base_url}/{sandbox.demo.tenant_id}",
+        api_base=f"https://127.0.0.1:{sandbox.port}",
+    )
+    tokens = TokenProvider(
+        "lab",
+        client_id=sandbox.demo.client_id,
+        credential=ClientCredential(secret=sandbox.demo.client_secret),
+        authority=endpoints.authority,
+        scope=endpoints.scope,
+        verify=network.requests_verify(sandbox.ca_path, "replace"),
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = HuntingClient(
+                "lab",
+                endpoints=endpoints,
+                tokens=tokens,
+                session=session,
+                ssl=network.ssl_context(sandbox.ca_path, "replace"),
+                proxy=proxy,
+                max_retries=3,
+            )
+            with stamina.set_testing(True, attempts=10, cap=True):
+                outcome = await client.query("DeviceInfo | take 1")
+    except HuntRunnerError as error:
+        return 0, error
+    finally:
+        tokens.close()
+
+    return len(outcome.result.rows), None
+
+
+async def test_proxy_answering_407_to_a_query_fails_at_once_naming_it(
+    sandbox: Sandbox,
+) -> None:
+    """A 407 to the query's CONNECT is not retried; the error names tenant and proxy."""
+    async with ConnectProxy(credentials=("hunter", "pw-right-42")) as proxy:
+        settings = network.proxy_settings(
+            proxy.url, username="hunter", password=Secret("pw-mistyped-41", "test")
+        )
+        with capture_logs() as events:
+            rows, error = await _query_through(sandbox, settings)
+
+    assert rows == 0
+    assert str(error) == (
+        f"tenant lab: the proxy {proxy.url} refused the tunnel: 407 Proxy "
+        "Authentication Required (check proxy_username and "
+        "proxy_password_env/proxy_password_file)"
+    )
+    assert dict(proxy.refused) == {_targets(sandbox)[1]: 1}
+    assert "pw-mistyped-41" not in repr(events)
+
+
+async def test_proxy_refusing_a_query_fails_at_once(sandbox: Sandbox) -> None:
+    """A proxy answering the query's CONNECT with 403 fails the call at once."""
+    async with ConnectProxy(answers=["403 Forbidden"] * 5) as proxy:
+        rows, error = await _query_through(sandbox, network.proxy_settings(proxy.url))
+
+    assert str(error) == (
+        f"tenant lab: the proxy {proxy.url} refused the tunnel: 403 Forbidden"
+    )
+    assert sum(proxy.refused.values()) == 1
+
+
+async def test_proxy_failing_to_tunnel_a_query_is_retried(sandbox: Sandbox) -> None:
+    """A 5xx to the query's CONNECT (no way to the host yet) is retried."""
+    async with ConnectProxy(answers=["502 Bad Gateway"]) as proxy:
+        rows, error = await _query_through(sandbox, network.proxy_settings(proxy.url))
+
+    assert error is None
+    assert rows == 1
+    assert sum(proxy.refused.values()) == 1
+    assert proxy.connects[_targets(sandbox)[1]] == 1
 
 
 async def test_direct_ignores_the_environment_proxy(
