@@ -737,7 +737,7 @@ def render(value: Any, indent: int = 0) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hunts", type=int, default=225)
-    parser.add_argument("--cpu-hunts", type=int, default=120)
+    parser.add_argument("--cpu-hunts", type=int, default=360)
     parser.add_argument(
         "--call-scale",
         type=float,
