@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import os
 import resource
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -44,7 +45,17 @@ CASES = [
     "webhook",
     "syslog-udp",
     "syslog-tcp",
+    "syslog-tls",
 ]
+
+
+def _tls_dir() -> Path:
+    """Where the TLS case keeps its throwaway CA and server certificate.
+
+    The parent process makes the folder and names it in the environment its
+    receiver and child processes inherit.
+    """
+    return Path(os.environ["BENCH_TLS_DIR"])
 
 
 def make_records(count: int) -> list[Record]:
@@ -118,12 +129,19 @@ def _syslog_receiver(port: int, transport: str, ready: Any, counter: Any) -> Non
             while True:
                 server.recv(65536)
                 counter.value += 1
+    tls = None
+    if transport == "tls":
+        from runner.sandbox.certs import make_server_certificates
+
+        tls = make_server_certificates(_tls_dir()).server_context()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
         server.bind(("127.0.0.1", port))
         server.listen()
         ready.set()
         while True:
             connection, _ = server.accept()
+            if tls is not None:
+                connection = tls.wrap_socket(connection, server_side=True)
             buffer = b""
             with connection:
                 while chunk := connection.recv(1 << 20):
@@ -153,6 +171,8 @@ def _sink_for(case: str, folder: Path, port: int) -> Sink:
         return build_sink(LocalSinkSpec(case, "webhook", options=options))
     transport = case.split("-")[1]
     options = {"port": port, "transport": transport, "max_message_bytes": 4096}
+    if transport == "tls":
+        options["ca_bundle"] = str(_tls_dir() / "sandbox-ca.pem")
     return build_sink(LocalSinkSpec(case, "syslog", options=options))
 
 
@@ -264,6 +284,7 @@ def main() -> None:
         return
 
     results = []
+    os.environ["BENCH_TLS_DIR"] = tempfile.mkdtemp(prefix="hunt-runner-bench-tls-")
     context = multiprocessing.get_context("spawn")
     for case in args.cases.split(","):
         port, receiver, counter = 0, None, None
@@ -282,7 +303,7 @@ def main() -> None:
                 )
             receiver = context.Process(target=target, args=receiver_args, daemon=True)
             receiver.start()
-            ready.wait(10)
+            ready.wait(20)
         for mode, rows in (("batched", args.rows), ("naive", args.naive_rows)):
             if counter is not None:
                 counter.value = 0
@@ -297,6 +318,7 @@ def main() -> None:
     if "file-jsonl" in args.cases:
         results.append(_child("file-jsonl", "outbox", args.rows, 0))
 
+    shutil.rmtree(_tls_dir(), ignore_errors=True)
     print(json.dumps({"cpu_count": os.cpu_count(), "results": results}, indent=2))
 
 
