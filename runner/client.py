@@ -45,6 +45,29 @@ from runner.results import QueryResult, parse_response
 
 log = structlog.get_logger(__name__)
 
+
+def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
+    """One ``api.retry_scheduled`` event per retry, naming tenant and cause.
+
+    A 429 is left out: the limiter logs each as ``limiter.throttled`` and
+    decides the wait, so logging it here would count it twice.
+    """
+    error = details.caused_by
+    if isinstance(error, ThrottledError):
+        return
+    log.warning(
+        "api.retry_scheduled",
+        tenant=getattr(error, "tenant", None),
+        hunt=getattr(error, "hunt", None) or None,
+        attempt=details.retry_num,
+        wait_s=round(details.wait_for, 3),
+        error=str(error),
+    )
+
+
+# stamina's own hook would log every retry as a bare "<context block>" call.
+stamina.instrumentation.set_on_retry_hooks([_log_retry])
+
 _CALL_QUOTA = re.compile(r"maximum allowed (\d+) per ([\d.:]+)")
 
 

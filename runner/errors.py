@@ -88,7 +88,11 @@ class ApiError(HuntRunnerError):
         self.code = code
         self.message = message
         where = f"hunt {hunt}, tenant {tenant}" if hunt else f"tenant {tenant}"
-        super().__init__(f"{where}: HTTP {status} {code}: {message}")
+        # The call quota's 429 carries its status again as the code ("429").
+        shown = (
+            f"HTTP {status}" if code in ("", str(status)) else f"HTTP {status} {code}"
+        )
+        super().__init__(f"{where}: {shown}: {message}")
 
 
 class QueryError(ApiError):

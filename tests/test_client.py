@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 import stamina
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from runner import clouds, network
 from runner.auth import ClientCredential, TokenProvider
@@ -116,11 +117,17 @@ async def test_rejected_query_is_not_retried(sandbox: Sandbox) -> None:
 async def test_transient_faults_are_retried(sandbox: Sandbox, fault: str) -> None:
     """5xx, broken bodies and resets are retried; the next answer is used."""
     sandbox.set_faults(FaultSettings(sequence=(fault, "ok")))
-    with stamina.set_testing(True, attempts=10, cap=True):
+    with stamina.set_testing(True, attempts=10, cap=True), capture_logs() as events:
         async with aiohttp.ClientSession() as session:
             outcome = await _client(sandbox, session).query(QUERY)
     assert outcome.calls == 2
     assert len(outcome.result.rows) == 3
+    (retry,) = [e for e in events if "retry" in e["event"]]
+    assert (retry["event"], retry["tenant"], retry["attempt"]) == (
+        "api.retry_scheduled",
+        "lab",
+        1,
+    )
 
 
 async def test_slow_answer_times_out_and_retries(sandbox: Sandbox) -> None:
