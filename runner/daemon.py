@@ -85,7 +85,10 @@ class Runtime:
         # environment by aiohttp, so that a tenant's proxy setting wins.
         self.session = aiohttp.ClientSession(trust_env=False)
         self._stack.push_async_callback(self.session.close)
-        self.limiter = Limiter(self.clock)
+        # The limiter writes down every call and CPU charge in the state file,
+        # and takes back what an earlier process spent, so that a restart
+        # (or a crash loop) does not start each tenant's windows from nothing.
+        self.limiter = Limiter(self.clock, journal=self.state)
         self._status_logged_at = time.monotonic()
         self._stack.push_async_callback(self.limiter.aclose)
         quota_owners: dict[str, Tenant] = {}
@@ -96,7 +99,9 @@ class Runtime:
             # tenant share the limiter of the first of them.
             owner = quota_owners.setdefault(client.endpoints.authority.lower(), tenant)
             if owner is tenant:
-                self.limiter.add(tenant.name, tenant.limits)
+                limiter = self.limiter.add(tenant.name, tenant.limits)
+                since = self.clock.now() - limiter.memory
+                limiter.restore(self.state.quota_usage(tenant.name, since))
                 continue
             self.limiter.share(tenant.name, owner.name)
             log.warning(
@@ -264,6 +269,8 @@ class Runtime:
         due = force_log or now - self._status_logged_at >= STATUS_LOG_INTERVAL
         for tenant, snapshot in self.limiter.snapshot().items():
             self.state.put_tenant_status(tenant, snapshot)
+            limiter = self.limiter.for_tenant(tenant)
+            self.state.forget_quota(tenant, self.clock.now() - limiter.memory)
             if due:
                 log.info("limiter.status", **snapshot)
         if due:

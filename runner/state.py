@@ -24,6 +24,7 @@ from typing import Any
 
 from runner import outbox, statefile
 from runner.errors import StateError
+from runner.limiter.tenant import QuotaUsage
 from runner.records import Record
 
 _SCHEMA = """
@@ -60,6 +61,21 @@ CREATE TABLE IF NOT EXISTS tenant_status (
     tenant TEXT PRIMARY KEY,
     snapshot TEXT NOT NULL,
     updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quota_calls (
+    tenant TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS quota_calls_by_tenant ON quota_calls (tenant, at);
+CREATE TABLE IF NOT EXISTS quota_charges (
+    tenant TEXT NOT NULL,
+    at REAL NOT NULL,
+    cpu_seconds REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS quota_charges_by_tenant ON quota_charges (tenant, at);
+CREATE TABLE IF NOT EXISTS quota_pauses (
+    tenant TEXT PRIMARY KEY,
+    until REAL NOT NULL
 );
 """
 
@@ -317,6 +333,66 @@ class State:
             tenant: {**json.loads(snapshot), "updated_at": updated}
             for tenant, snapshot, updated in rows
         }
+
+    # Quota spending (the limiter's journal) ---------------------------------
+    #
+    # One row per call, written just before the call is sent, and one per CPU
+    # charge: small inserts, fast enough for the event loop. A restarted
+    # daemon reads back what is still inside the windows.
+
+    def called(self, tenant: str, at: float) -> None:
+        self._write("INSERT INTO quota_calls VALUES (?, ?)", tenant, at)
+
+    def charged(self, tenant: str, at: float, cpu_seconds: float) -> None:
+        self._write(
+            "INSERT INTO quota_charges VALUES (?, ?, ?)", tenant, at, cpu_seconds
+        )
+
+    def paused(self, tenant: str, until: float) -> None:
+        self._write(
+            "INSERT INTO quota_pauses VALUES (?, ?) ON CONFLICT (tenant) DO UPDATE "
+            "SET until = max(until, excluded.until)",
+            tenant,
+            until,
+        )
+
+    def quota_usage(self, tenant: str, since: float) -> QuotaUsage:
+        """The calls, charges and pause of *tenant* recorded after *since*."""
+        calls = self._read(
+            "SELECT at FROM quota_calls WHERE tenant = ? AND at > ?", tenant, since
+        )
+        charges = self._read(
+            "SELECT at, cpu_seconds FROM quota_charges WHERE tenant = ? AND at > ?",
+            tenant,
+            since,
+        )
+        pause = self._read("SELECT until FROM quota_pauses WHERE tenant = ?", tenant)
+
+        return QuotaUsage(
+            calls=[at for (at,) in calls],
+            charges=[(at, cpu) for at, cpu in charges],
+            paused_until=pause[0][0] if pause else None,
+        )
+
+    def forget_quota(self, tenant: str, before: float) -> None:
+        """Drop what *tenant* spent before *before*: it has left every window."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                for table in ("quota_calls", "quota_charges"):
+                    self._conn.execute(
+                        f"DELETE FROM {table} WHERE tenant = ? AND at <= ?",
+                        (tenant, before),
+                    )
+                self._conn.execute(
+                    "DELETE FROM quota_pauses WHERE tenant = ? AND until <= ?",
+                    (tenant, before),
+                )
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as error:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise StateError(f"state file {self.path}: {error}") from error
 
     async def acommit_run(
         self, run: RunRecord, records: Sequence[Record], sinks: Sequence[str]

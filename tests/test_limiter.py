@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
@@ -24,6 +25,7 @@ from runner.limiter import (
     parse_window,
     update_average,
 )
+from runner.state import State
 
 CALL_QUOTA = "API calls quota exceeded! maximum allowed {limit} per {window}"
 CPU_QUOTA = (
@@ -1022,3 +1024,33 @@ async def test_cpu_pause_ends_at_the_wall_clock_quarter_hour() -> None:
     limiter.on_throttled(throttled("Too many requests"))
 
     assert limiter.snapshot()["paused_until"] == 1_767_225_600.0 + 900.0
+
+
+async def test_a_new_limiter_takes_back_what_the_journal_recorded(
+    tmp_path: Path,
+) -> None:
+    """Calls, CPU and a CPU pause written to the state file survive a restart."""
+    clock = ManualClock(start=1_000_000.0)
+    state = State(tmp_path / "state.db")
+    first = make_limiter(
+        clock, calls=(Rate(3, 60.0),), cpu=(Rate(10, 3600.0),), journal=state
+    )
+    async with first.acquire(hunt="a", expected_cpu=1.0) as permit:
+        await permit.call()
+        permit.charge(4.0)
+    first.on_throttled(throttled(CPU_QUOTA))
+    paused_until = first.paused_until
+    await first.aclose()
+
+    await clock.advance(30.0)
+    second = make_limiter(
+        clock, calls=(Rate(3, 60.0),), cpu=(Rate(10, 3600.0),), journal=state
+    )
+    second.restore(state.quota_usage("contoso", clock.now() - second.memory))
+    levels = second.snapshot()
+
+    assert levels["calls"][0]["used"] == 1
+    assert levels["cpu"][0]["used_s"] == 4.0
+    assert paused_until is not None and levels["paused_until"] == paused_until
+    await second.aclose()
+    state.close()

@@ -459,3 +459,32 @@ async def test_two_entries_for_one_directory_share_its_quota(
     assert busiest(seen.admitted, 1.0) <= 5
     (shared,) = [entry for entry in logs if entry["event"] == "tenant.quota_shared"]
     assert (shared["tenant"], shared["shares_with"]) == ("beta", "alpha")
+
+
+async def test_a_restart_remembers_the_calls_already_made(
+    tmp_path: Path, sandbox_factory: Any
+) -> None:
+    """A daemon started again within a window waits for it instead of a 429 burst."""
+    sandbox = await sandbox_factory(
+        QuotaSettings(calls=(CallLimit(5, 2.0),), cpu=ROOMY_CPU)
+    )
+    tap = QuotaTap(sandbox)
+    settings = write_config(
+        tmp_path,
+        """
+        alpha:
+          cloud: sandbox
+          limits: {calls: ["5/2s"]}
+        """,
+    )
+
+    for run in range(2):
+        hunts = [make_hunt(f"run{run}-{index}", "alpha") for index in range(5)]
+        async with Runtime(settings, hunts, sandbox=sandbox) as runtime:
+            results = await runtime.run_once()
+        assert [result.error for result in results if not result.ok] == []
+
+    seen = tap.seen[sandbox.demo.tenant_id]
+    assert seen.refused == []
+    assert len(seen.admitted) == 10
+    assert busiest(seen.admitted, 2.0) <= 5

@@ -20,7 +20,7 @@ from runner.clock import Clock
 from runner.config import Limits, Rate
 from runner.limiter.cpu import update_average
 from runner.limiter.retry_after import parse_retry_after, parse_window
-from runner.limiter.tenant import Permit, TenantLimiter
+from runner.limiter.tenant import Permit, QuotaJournal, QuotaUsage, TenantLimiter
 
 # Seconds added to every call window on top of ``Limits.skew_margin``: the
 # one-way delay to the service varies by tens of milliseconds (measured up to
@@ -33,6 +33,8 @@ __all__ = [
     "Limiter",
     "Limits",
     "Permit",
+    "QuotaJournal",
+    "QuotaUsage",
     "Rate",
     "SKEW_FLOOR",
     "TenantLimiter",
@@ -45,8 +47,9 @@ __all__ = [
 class Limiter:
     """One ``TenantLimiter`` per tenant."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, journal: QuotaJournal | None = None) -> None:
         self.clock = clock
+        self._journal = journal
         self._tenants: dict[str, TenantLimiter] = {}
 
     def add(self, tenant: str, limits: Limits | None = None) -> TenantLimiter:
@@ -70,6 +73,7 @@ class Limiter:
             skew_floor=SKEW_FLOOR,
             aging_per_second=limits.aging_per_second,
             bypass_limit=limits.bypass_limit,
+            journal=self._journal,
         )
         self._tenants[tenant] = limiter
 

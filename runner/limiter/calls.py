@@ -42,6 +42,11 @@ class CallLog:
         self._longest = max((window.span for window in self._windows), default=0.0)
         self._sent: list[float] = []
 
+    @property
+    def longest(self) -> float:
+        """The span of the longest call window (0 without any)."""
+        return self._longest
+
     def record(self, at: float) -> None:
         """Count a call sent at *at*."""
         bisect.insort(self._sent, at)

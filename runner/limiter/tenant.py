@@ -11,7 +11,7 @@ import re
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -25,6 +25,30 @@ from runner.limiter.retry_after import parse_window
 log = structlog.get_logger(__name__)
 
 _AGAIN_IN = re.compile(r"again in ((?:\d+\.)?\d+:\d{1,2}:\d{1,2}(?:\.\d+)?)")
+
+
+class QuotaJournal(Protocol):
+    """Where a limiter writes down what it spent, so a restart remembers it.
+
+    Times are epoch seconds. The service counts a tenant's calls and CPU over
+    sliding windows whatever happens to our process; a limiter that starts
+    from nothing after a restart would send a burst the service refuses.
+    """
+
+    def called(self, tenant: str, at: float) -> None: ...
+
+    def charged(self, tenant: str, at: float, cpu_seconds: float) -> None: ...
+
+    def paused(self, tenant: str, until: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class QuotaUsage:
+    """What a journal gives back: calls, CPU charges and a pause, in epoch time."""
+
+    calls: Sequence[float] = ()
+    charges: Sequence[tuple[float, float]] = ()
+    paused_until: float | None = None
 
 
 @dataclass(eq=False)
@@ -71,6 +95,7 @@ class Permit:
         else:
             await self._limiter._wait_for_call()
         self.calls += 1
+        self._limiter._journal_call()
 
     def charge(self, cpu_seconds: float) -> None:
         """Record what the query cost; the first charge replaces the reservation."""
@@ -102,11 +127,13 @@ class TenantLimiter:
         skew_floor: float = 0.0,
         aging_per_second: float = 1 / 60,
         bypass_limit: float | None = None,
+        journal: QuotaJournal | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent}")
         self.tenant = tenant
         self._clock = clock
+        self._journal = journal
         self._calls = CallLog(calls, skew_margin=skew_margin, skew_floor=skew_floor)
         self._cpu = CpuLedger(cpu)
         self._max_concurrent = max_concurrent
@@ -352,14 +379,48 @@ class TenantLimiter:
             permit.charged = 0.0
         elif permit.charged is None:
             # No answer told us the cost; assume the query ran as expected.
-            self._cpu.charge(self._now(), permit.expected_cpu)
+            self._spend(permit.expected_cpu)
             permit.charged = permit.expected_cpu
         self._poke()
 
     def _charge(self, permit: Permit, cpu_seconds: float) -> None:
-        self._cpu.charge(self._now(), cpu_seconds)
+        self._spend(cpu_seconds)
         permit.charged = (permit.charged or 0.0) + cpu_seconds
         self._poke()
+
+    def _spend(self, cpu_seconds: float) -> None:
+        now = self._now()
+        self._cpu.charge(now, cpu_seconds)
+        if self._journal is not None:
+            self._journal.charged(self.tenant, self._wall(now), cpu_seconds)
+
+    def _journal_call(self) -> None:
+        if self._journal is not None:
+            self._journal.called(self.tenant, self._clock.now())
+
+    # -- restarts ------------------------------------------------------------
+
+    @property
+    def memory(self) -> float:
+        """How far back (seconds) spending still matters: the longest window."""
+        return max(self._calls.longest, self._cpu.longest)
+
+    def restore(self, usage: QuotaUsage) -> None:
+        """Take back what an earlier process spent, before anything runs here.
+
+        Calls and charges older than their windows are dropped on the way.
+        """
+        now, wall = self._now(), self._clock.now()
+        for at in sorted(usage.calls):
+            self._calls.record(at - wall + now)
+        for at, cpu_seconds in sorted(usage.charges):
+            self._cpu.charge(at - wall + now, cpu_seconds)
+        if usage.paused_until is not None and usage.paused_until > wall:
+            self._paused_until = max(
+                self._paused_until, usage.paused_until - wall + now
+            )
+        self._calls.forget(now)
+        self._cpu.forget(now)
 
     def _reserved(self) -> float:
         return sum((p.expected_cpu for p in self._running if p.charged is None), 0.0)
@@ -404,6 +465,8 @@ class TenantLimiter:
             until = min(until, now + self._cpu.longest + boundary)
             self._paused_until = max(self._paused_until, until)
 
+        if self._journal is not None and self._paused_until > now:
+            self._journal.paused(self.tenant, self._wall(self._paused_until))
         log.warning(
             "limiter.throttled",
             tenant=self.tenant,
