@@ -24,16 +24,29 @@ def connect(path: Path) -> sqlite3.Connection:
     ``sqlite3.Error`` when the file is no database.
     """
     path.parent.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
-    try:
-        mode = os.fstat(descriptor).st_mode
-        if stat.S_IMODE(mode) & 0o077:
-            os.fchmod(descriptor, PRIVATE_FILE)
-    finally:
-        os.close(descriptor)
+    _create_private(path)
     connection = sqlite3.connect(
         path, check_same_thread=False, isolation_level=None, timeout=30
     )
     connection.execute("PRAGMA journal_mode=WAL")
 
     return connection
+
+
+def _create_private(path: Path) -> None:
+    """Create the file at *path* 0600, or narrow it to 0600 if others can read it.
+
+    An existing file is never opened here: closing any descriptor of a file
+    drops every POSIX lock the process holds on it, and SQLite's locks are
+    POSIX locks. A second connection of the daemon (the outbox's) would
+    otherwise release the first one's, and the next process to close the file
+    (``status``, ``health``) would take itself for the last user, checkpoint
+    and delete the write-ahead log the daemon goes on writing to.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    except FileExistsError:
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            path.chmod(PRIVATE_FILE)
+    else:
+        os.close(descriptor)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 from runner.outbox import Outbox
@@ -47,3 +50,38 @@ def test_a_state_file_readable_by_others_is_narrowed(tmp_path: Path) -> None:
     State(path).close()
 
     assert _mode(path) == 0o600
+
+
+def test_a_status_read_from_another_process_leaves_the_daemons_log_alone(
+    tmp_path: Path,
+) -> None:
+    """`status` beside the daemon keeps its write-ahead log and sees its writes."""
+    config = tmp_path / "config"
+    config.mkdir()
+    path = tmp_path / "state" / "hunt-runner.db"
+    (config / "hunt-runner.yaml").write_text(
+        f"tenants:\n  lab: {{cloud: sandbox}}\nstate: {{path: {path}}}\n",
+        encoding="utf-8",
+    )
+    # The daemon's two connections, opened as Runtime opens them.
+    state = State(path)
+    outbox = Outbox(path)
+    state.put_tenant_status("lab", {"tenant": "lab", "queue_depth": 1})
+
+    def status() -> dict[str, object]:
+        done = subprocess.run(
+            [sys.executable, "-m", "runner.cli", "status", "--json"],
+            env={**os.environ, "HUNT_RUNNER_CONFIG": str(config)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return json.loads(done.stdout)["tenants"]["lab"]  # type: ignore[no-any-return]
+
+    assert status()["queue_depth"] == 1
+    state.put_tenant_status("lab", {"tenant": "lab", "queue_depth": 2})
+
+    assert path.with_name(path.name + "-wal").exists()
+    assert status()["queue_depth"] == 2
+    outbox.close()
+    state.close()
