@@ -3,7 +3,8 @@
 The state file holds every fetched row until each sink has it (the outbox),
 so it is as sensitive as the results: its folder is created 0700, the file
 0600 (SQLite gives its ``-wal`` and ``-shm`` files the file's mode), and a
-file found readable by others is narrowed to 0600.
+file found readable by others is narrowed to 0600, with the ``-wal`` and
+``-shm`` files an older version or a crash left beside it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 
 PRIVATE_FILE = 0o600
 PRIVATE_FOLDER = 0o700
+# The files SQLite keeps beside the state file; the log holds recent rows.
+COMPANIONS = ("-wal", "-shm", "-journal")
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -24,7 +27,12 @@ def connect(path: Path) -> sqlite3.Connection:
     ``sqlite3.Error`` when the file is no database.
     """
     path.parent.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
-    _create_private(path)
+    # A symbolic link is followed, as SQLite follows it: its companions are
+    # kept beside the file the link points to.
+    real = Path(os.path.realpath(path))
+    _create_private(real)
+    for suffix in COMPANIONS:
+        _narrow(real.with_name(real.name + suffix))
     connection = sqlite3.connect(
         path, check_same_thread=False, isolation_level=None, timeout=30
     )
@@ -46,7 +54,16 @@ def _create_private(path: Path) -> None:
     try:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
     except FileExistsError:
-        if stat.S_IMODE(path.stat().st_mode) & 0o077:
-            path.chmod(PRIVATE_FILE)
+        _narrow(path)
     else:
         os.close(descriptor)
+
+
+def _narrow(path: Path) -> None:
+    """Make the file at *path*, if there is one, 0600 when others can read it."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_IMODE(mode) & 0o077:
+        path.chmod(PRIVATE_FILE)

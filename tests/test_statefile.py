@@ -85,3 +85,36 @@ def test_a_status_read_from_another_process_leaves_the_daemons_log_alone(
     assert status()["queue_depth"] == 2
     outbox.close()
     state.close()
+
+
+def test_write_ahead_log_left_readable_by_a_crash_is_narrowed(tmp_path: Path) -> None:
+    """A -wal or -shm file left readable by others by a crash is made 0600."""
+    path = tmp_path / "hunt-runner.db"
+    # An older version's daemon, killed while it held the file in WAL mode.
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sqlite3, sys\n"
+            "os.umask(0o022)\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('PRAGMA journal_mode=WAL')\n"
+            "c.execute('CREATE TABLE rows (row TEXT)')\n"
+            "c.execute(\"INSERT INTO rows VALUES ('fetched row')\")\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.read()\n",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert writer.stdout is not None and writer.stdout.readline() == b"ready\n"
+    writer.kill()
+    writer.wait()
+    companions = [path.with_name(path.name + s) for s in ("", "-wal", "-shm")]
+    assert {_mode(p) for p in companions} == {0o644}
+
+    state = State(path)
+
+    assert {p.name: _mode(p) for p in companions} == {p.name: 0o600 for p in companions}
+    state.close()
