@@ -133,6 +133,15 @@ class HuntingClient:
         )
         self._max_retries = max_retries
 
+    @property
+    def sends_timespan(self) -> bool:
+        """Whether the endpoint restricts every table to the ``timespan`` given.
+
+        Only Graph takes a ``Timespan``; on the legacy endpoints a query sees
+        its window only through ``HuntStart`` and ``HuntEnd``.
+        """
+        return self.endpoints.backend == "graph"
+
     async def query(
         self,
         query: str,
@@ -149,7 +158,7 @@ class HuntingClient:
         limiter a 429 is waited out for its ``Retry-After``.
         """
         body: dict[str, Any] = {"Query": query}
-        if timespan is not None and self.endpoints.backend == "graph":
+        if timespan is not None and self.sends_timespan:
             body["Timespan"] = timespan
         payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
         calls = 0

@@ -11,6 +11,7 @@ by the next run.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +42,9 @@ MIN_PART = timedelta(minutes=1)
 # Halvings one run may make; what is left waits for the next run, which starts
 # at the watermark the parts fetched so far moved.
 MAX_SPLITS = 16
+# A query that names neither bound sees its window only through the request's
+# Timespan (Graph); a name in a comment merely keeps the halving on.
+_NAMES_WINDOW = re.compile(r"\bHunt(?:Start|End)\b")
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,8 @@ class Executor:
                 rows = await self._query(hunt, tenant, part, tally)
                 tally.fetched += len(rows)
                 if len(rows) >= self._row_cap(tenant):
-                    halves = self._split(part, tally)
+                    narrows = self._window_narrows(hunt, tenant)
+                    halves = self._split(part, tally) if narrows else []
                     if halves:
                         bound.warning(
                             "hunt.window_split",
@@ -124,7 +129,7 @@ class Executor:
                         )
                         pending[:0] = halves
                         continue
-                    if part.duration > MIN_PART:
+                    if narrows and part.duration > MIN_PART:
                         # Out of splits for this run: stop before the part so
                         # the next run starts there, instead of losing rows.
                         tally.deferred = part.start
@@ -135,8 +140,7 @@ class Executor:
                         window_end=part.end.isoformat(),
                         rows=len(rows),
                         row_cap=self._row_cap(tenant),
-                        hint="the query returns more rows than the cap in "
-                        f"{MIN_PART.total_seconds():.0f} s of events; narrow it",
+                        hint=_truncation_hint(narrows),
                     )
                 await self._commit(hunt, tenant, run_id, window, part, rows, tally)
         except (TimeoutError, HuntRunnerError) as error:
@@ -198,6 +202,18 @@ class Executor:
 
     def _row_cap(self, tenant: str) -> int:
         return self.row_caps.get(tenant, DEFAULT_ROW_CAP)
+
+    def _window_narrows(self, hunt: Hunt, tenant: str) -> bool:
+        """Whether a narrower window can give *hunt* fewer rows in *tenant*.
+
+        On a legacy endpoint a query that ignores ``HuntStart`` and ``HuntEnd``
+        answers every window, however short, with the same rows: halving it
+        would cost two calls a halving, every run, and store nothing more.
+        """
+        if self.clients[tenant].sends_timespan:
+            return True
+
+        return _NAMES_WINDOW.search(hunt.query) is not None
 
     def _split(self, part: Window, tally: _Tally) -> list[Window]:
         """*part* as two halves, or nothing when it is too short or splits ran out."""
@@ -318,6 +334,20 @@ class _Tally:
     threshold_met: bool = True
     committed_to: datetime | None = None
     deferred: datetime | None = None
+
+
+def _truncation_hint(narrows: bool) -> str:
+    if not narrows:
+        return (
+            "the query does not use HuntStart or HuntEnd and this endpoint takes "
+            "no Timespan, so a shorter window returns the same rows; filter with "
+            "Timestamp >= HuntStart and Timestamp < HuntEnd"
+        )
+
+    return (
+        f"the query returns more rows than the cap in "
+        f"{MIN_PART.total_seconds():.0f} s of events; narrow it"
+    )
 
 
 def _describe(error: BaseException, hunt: Hunt) -> str:

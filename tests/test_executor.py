@@ -21,7 +21,12 @@ DeviceProcessEvents
 
 
 def _setup(
-    tmp_path: Path, row_cap: int, lookback: str = "1h"
+    tmp_path: Path,
+    row_cap: int,
+    lookback: str = "1h",
+    *,
+    backend: str = "graph",
+    query: str = QUERY,
 ) -> tuple[object, list[object]]:
     config = tmp_path / "config"
     config.mkdir()
@@ -30,6 +35,7 @@ def _setup(
 tenants:
   lab:
     cloud: sandbox
+    backend: {backend}
     limits: {{row_cap: {row_cap}, calls: ["1000/1m"]}}
 sinks:
   files: {{type: file, path: {tmp_path / "out"}}}
@@ -46,7 +52,7 @@ sandbox:
     jobs.mkdir()
     (jobs / "processes.yaml").write_text(
         "name: Processes\nquery: |\n"
-        + "".join(f"  {line}\n" for line in QUERY.splitlines())
+        + "".join(f"  {line}\n" for line in query.splitlines())
     )
     settings, problems = load_config(config)
     assert settings is not None and not problems
@@ -125,3 +131,31 @@ async def test_a_window_needing_more_splits_than_one_run_may_make_is_continued(
     records = _records(tmp_path)
     assert len(records) == len({r["event_id"] for r in records}) == truth
     assert not [e for e in events if e["event"] == "hunt.result_truncated"]
+
+
+async def test_a_query_blind_to_its_window_is_not_split_on_a_legacy_backend(
+    tmp_path: Path,
+) -> None:
+    """Without HuntStart and Timespan a narrower window cannot help: no halvings."""
+    # No filter on the window, and the MDE endpoint takes no Timespan: every
+    # window, however short, answers with the same rows from 30 days.
+    settings, hunts = _setup(
+        tmp_path,
+        row_cap=50,
+        backend="mde",
+        query="DeviceProcessEvents | project Timestamp, DeviceId, ReportId",
+    )
+
+    with structlog.testing.capture_logs() as events:
+        async with Runtime(settings, hunts) as runtime:  # type: ignore[arg-type]
+            (first,) = await runtime.run_once()
+            (second,) = await runtime.run_once()
+
+    completed = [e for e in events if e["event"] == "hunt.completed"]
+    assert [e["calls"] for e in completed] == [1, 1]
+    assert not [e for e in events if e["event"] == "hunt.window_split"]
+    truncated = [e for e in events if e["event"] == "hunt.result_truncated"]
+    assert len(truncated) == 2 and "HuntStart" in truncated[0]["hint"]
+    assert first.window is not None and second.window is not None
+    watermark = State(settings.state_path).watermark("processes", "lab")  # type: ignore[attr-defined]
+    assert watermark == second.window.end
