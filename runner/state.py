@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,11 @@ from runner import outbox, statefile
 from runner.errors import StateError
 from runner.limiter.tenant import QuotaUsage
 from runner.records import Record
+
+# How often, and how far apart, a daemon tries to take the state file's lock
+# before it says another one holds it.
+LOCK_ATTEMPTS = 10
+LOCK_RETRY_SECONDS = 0.05
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS watermarks (
@@ -119,9 +125,7 @@ def exclusive(path: Path | str) -> Iterator[None]:
             f"cannot open state file {path}: {error.strerror or error}"
         ) from error
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock_exclusive(fd):
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
             raise StateError(
                 f"state file {path} is in use by another hunt-runner "
@@ -133,6 +137,25 @@ def exclusive(path: Path | str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _lock_exclusive(fd: int) -> bool:
+    """Take the exclusive lock on *fd*, or say that another process holds it.
+
+    ``in_use`` (a health check) holds a shared lock for a moment; a daemon
+    starting in that moment tries again a few times instead of giving up on a
+    state file nobody runs on. The waits are short and happen only at start.
+    """
+    for attempt in range(LOCK_ATTEMPTS):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if attempt + 1 < LOCK_ATTEMPTS:
+                time.sleep(LOCK_RETRY_SECONDS)
+            continue
+        return True
+
+    return False
 
 
 def in_use(path: Path | str) -> bool:

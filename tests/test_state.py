@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from runner.records import Record, event_id
-from runner.state import RunRecord, State
+from runner.state import RunRecord, State, exclusive
 
 END = datetime(2026, 12, 3, 12, tzinfo=UTC)
 
@@ -47,3 +49,32 @@ def test_a_commit_that_raises_rolls_back_and_the_next_one_works(
     state.commit_run(_run("run-2", END), [_record({"n": 1})], ["files"])
     assert state.watermark("hunt-a", "lab") == END
     state.close()
+
+
+def test_a_health_probe_checking_the_lock_does_not_stop_a_daemon_starting(
+    tmp_path: Path,
+) -> None:
+    """A daemon starting while health checks probe the state file still gets it."""
+    path = tmp_path / "state.db"
+    with exclusive(path):
+        pass
+    # What `hunt-runner health` asks, as often as the machine allows.
+    probe = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom runner.state import in_use\n"
+            "print('probing', flush=True)\n"
+            "while True:\n    in_use(sys.argv[1])\n",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert probe.stdout is not None and probe.stdout.readline()
+        for _ in range(300):
+            with exclusive(path):
+                pass
+    finally:
+        probe.kill()
+        probe.wait()
