@@ -278,11 +278,25 @@ class Runtime:
 
     async def run_once(self, *, drain_timeout: float = 300.0) -> list[RunResult]:
         """Every enabled hunt once over its current window, then deliver everything."""
-        batches = await asyncio.gather(*(self.executor.run(h) for h in self.hunts))
-        self.publish_status(force_log=True)
-        await self.dispatcher.drain(drain_timeout)
+        # As the daemon does: a health check sees a live process from its start,
+        # and a long run (quota waits, a catch-up, a slow receiver) stays fresh.
+        self.publish_status()
+        publisher = asyncio.ensure_future(self._publish_status_every(STATUS_INTERVAL))
+        try:
+            batches = await asyncio.gather(*(self.executor.run(h) for h in self.hunts))
+            self.publish_status(force_log=True)
+            await self.dispatcher.drain(drain_timeout)
+        finally:
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
 
         return [result for batch in batches for result in batch]
+
+    async def _publish_status_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self.publish_status()
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Run hunts on schedule until *stop* is set, then finish what is in flight."""

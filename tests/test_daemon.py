@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -366,3 +367,30 @@ def test_an_interrupted_run_once_does_not_exit_zero(
     assert process.returncode == 1, rest[-3000:]
     assert "run.interrupted" in events
     assert State(tmp_path / "state.db").watermark("appdata", "lab") is None
+
+
+async def test_health_reports_a_run_once_in_progress_as_healthy(tmp_path: Path) -> None:
+    """`health` during run --once sees the lock held and a status written at start."""
+    config = _write_config(tmp_path, tmp_path / "out", tmp_path / "state.db")
+    with (config / "hunt-runner.yaml").open("a", encoding="utf-8") as file:
+        file.write("  extra_latency_seconds: 3\n")
+    settings, _ = load_config(config)
+    assert settings is not None
+    hunts, _ = load_hunts([_hunt_file(tmp_path)], settings.hunt_defaults)
+
+    async with Runtime(settings, hunts) as runtime:
+        run = asyncio.ensure_future(runtime.run_once())
+        health = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "runner.cli",
+            "health",
+            "--config",
+            str(config),
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, complaint = await health.communicate()
+        assert not run.done(), "the run should still be waiting for the sandbox"
+        assert [r.ok for r in await run] == [True]
+
+    assert health.returncode == 0, complaint.decode()
