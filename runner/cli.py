@@ -430,7 +430,9 @@ def _tenant_lines(tenant: str, snapshot: dict[str, Any]) -> list[str]:
             return format_duration(timedelta(seconds=seconds))
         return "?"
 
-    lines = [f"tenant {tenant} (as of {snapshot.get('updated_at')})"]
+    shared = ", ".join(str(name) for name in snapshot.get("shared_by", []))
+    heading = f"tenant {tenant}, shared with {shared}" if shared else f"tenant {tenant}"
+    lines = [f"{heading} (as of {snapshot.get('updated_at')})"]
     for level in snapshot.get("calls", []):
         used, count = number(level, "used"), number(level, "count")
         text = (

@@ -488,3 +488,29 @@ async def test_a_restart_remembers_the_calls_already_made(
     assert seen.refused == []
     assert len(seen.admitted) == 10
     assert busiest(seen.admitted, 2.0) <= 5
+
+
+async def test_status_names_every_entry_that_shares_a_quota(
+    tmp_path: Path, sandbox_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``status`` shows the second entry of a directory beside the first one."""
+    sandbox = await sandbox_factory(QuotaSettings(calls=(CallLimit(45, 60.0),)))
+    settings = write_config(
+        tmp_path,
+        """
+        alpha: {cloud: sandbox, backend: graph}
+        beta: {cloud: sandbox, backend: mde}
+        """,
+    )
+    hunts = [make_hunt(f"{tenant}-hunt", tenant) for tenant in ("alpha", "beta")]
+    async with Runtime(settings, hunts, sandbox=sandbox) as runtime:
+        await runtime.run_once()
+    capsys.readouterr()
+
+    assert cli.main(["status", "--config", str(tmp_path)]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0].startswith("tenant alpha, shared with beta (as of ")
+    assert shown[1].split()[:4] == ["calls", "2", "of", "45"]
+    assert cli.main(["status", "--config", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["tenants"]["alpha"]["shared_by"] == ["beta"]

@@ -106,13 +106,18 @@ class Limiter:
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Return every tenant's ``TenantLimiter.snapshot()`` by tenant name.
 
-        Tenants sharing a limiter appear once, under the name it was made for.
+        Tenants sharing a limiter appear once, under the name it was made for,
+        with the others listed as ``shared_by``.
         """
-        return {
-            name: limiter.snapshot()
-            for name, limiter in self._tenants.items()
-            if limiter.tenant == name
-        }
+        snapshots: dict[str, dict[str, Any]] = {}
+        for name, limiter in self._tenants.items():
+            if limiter.tenant == name:
+                snapshots[name] = limiter.snapshot()
+        for name, limiter in self._tenants.items():
+            if limiter.tenant != name:
+                snapshots[limiter.tenant].setdefault("shared_by", []).append(name)
+
+        return snapshots
 
     async def aclose(self) -> None:
         """Stop every tenant's timer."""
