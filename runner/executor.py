@@ -171,7 +171,15 @@ class Executor:
                 message,
             )
             await asyncio.to_thread(self.state.record_failure, run)
-            return RunResult(hunt.id, tenant, ok=False, window=window, error=message)
+            # Parts stored before the failure are kept: count their rows.
+            return RunResult(
+                hunt.id,
+                tenant,
+                ok=False,
+                rows=tally.emitted,
+                window=window,
+                error=message,
+            )
 
         covered = Window(window.start, tally.committed_to or window.start)
         fields = {}

@@ -27,6 +27,7 @@ def _setup(
     *,
     backend: str = "graph",
     query: str = QUERY,
+    faults: str = "{}",
 ) -> tuple[object, list[object]]:
     config = tmp_path / "config"
     config.mkdir()
@@ -36,7 +37,7 @@ tenants:
   lab:
     cloud: sandbox
     backend: {backend}
-    limits: {{row_cap: {row_cap}, calls: ["1000/1m"]}}
+    limits: {{row_cap: {row_cap}, calls: ["1000/1m"], max_retries: 0}}
 sinks:
   files: {{type: file, path: {tmp_path / "out"}}}
 defaults: {{sinks: [files], lookback: {lookback}, delay: 5m}}
@@ -44,6 +45,7 @@ state: {{path: {tmp_path / "state.db"}}}
 sandbox:
   days: 0.2
   live_arrival: false
+  faults: {faults}
   quotas: {{row_cap: {row_cap}, calls: [{{calls: 1000, window_seconds: 60}}]}}
 """,
         encoding="utf-8",
@@ -159,3 +161,29 @@ async def test_a_query_blind_to_its_window_is_not_split_on_a_legacy_backend(
     assert first.window is not None and second.window is not None
     watermark = State(settings.state_path).watermark("processes", "lab")  # type: ignore[attr-defined]
     assert watermark == second.window.end
+
+
+async def test_a_run_failing_after_some_parts_keeps_and_counts_them(
+    tmp_path: Path,
+) -> None:
+    """Parts stored before a failure stay, are counted, and are not fetched again."""
+    # The whole hour reaches the cap, its first half is stored, the second
+    # half's query fails.
+    settings, hunts = _setup(
+        tmp_path, row_cap=300, faults='{sequence: [ok, ok, "500"]}'
+    )
+
+    async with Runtime(settings, hunts) as runtime:  # type: ignore[arg-type]
+        (failed,) = await runtime.run_once()
+        stored = len(_records(tmp_path))
+        watermark = State(settings.state_path).watermark("processes", "lab")  # type: ignore[attr-defined]
+        (retried,) = await runtime.run_once()
+        assert failed.window is not None and retried.window is not None
+        truth = await _truth(runtime, failed.window.start, retried.window.end)
+
+    assert not failed.ok and 0 < stored < truth
+    assert failed.rows == stored
+    assert watermark == retried.window.start
+    assert failed.window.start < watermark < failed.window.end
+    records = _records(tmp_path)
+    assert len(records) == len({r["event_id"] for r in records}) == truth
