@@ -55,6 +55,9 @@ class RunResult:
     rows: int = 0
     window: Window | None = None
     error: str | None = None
+    # The run stopped short of its window for want of halvings; the rest is
+    # for the next run, which should not wait for the schedule.
+    catching_up: bool = False
 
 
 @dataclass
@@ -206,7 +209,14 @@ class Executor:
             **fields,
         )
 
-        return RunResult(hunt.id, tenant, ok=True, rows=tally.emitted, window=covered)
+        return RunResult(
+            hunt.id,
+            tenant,
+            ok=True,
+            rows=tally.emitted,
+            window=covered,
+            catching_up=tally.deferred is not None,
+        )
 
     def _row_cap(self, tenant: str) -> int:
         return self.row_caps.get(tenant, DEFAULT_ROW_CAP)

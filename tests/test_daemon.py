@@ -394,3 +394,60 @@ async def test_health_reports_a_run_once_in_progress_as_healthy(tmp_path: Path) 
         assert [r.ok for r in await run] == [True]
 
     assert health.returncode == 0, complaint.decode()
+
+
+async def test_the_daemon_goes_on_with_a_catch_up_without_waiting_for_the_schedule(
+    tmp_path: Path,
+) -> None:
+    """A run that stops short of its window for want of halvings is followed at once."""
+    config = tmp_path / "config"
+    config.mkdir()
+    # About 1,300 rows in three hours, at most 40 a part: more than 16 halvings.
+    (config / "hunt-runner.yaml").write_text(
+        f"""
+tenants:
+  lab:
+    cloud: sandbox
+    limits: {{row_cap: 40, calls: ["1000/1m"]}}
+sinks:
+  files: {{type: file, path: {tmp_path / "out"}}}
+defaults: {{sinks: [files], lookback: 3h, delay: 5m, schedule: {{every: 1d}}}}
+state: {{path: {tmp_path / "state.db"}}}
+sandbox:
+  days: 0.2
+  live_arrival: false
+  quotas: {{row_cap: 40, calls: [{{calls: 1000, window_seconds: 60}}]}}
+""",
+        encoding="utf-8",
+    )
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "processes.yaml").write_text(
+        "name: Processes\nquery: |\n  DeviceProcessEvents\n"
+        "  | where Timestamp >= HuntStart and Timestamp < HuntEnd\n"
+        "  | project Timestamp, DeviceId, ReportId\n",
+        encoding="utf-8",
+    )
+    settings, _ = load_config(config)
+    assert settings is not None
+    hunts, _ = load_hunts([jobs], settings.hunt_defaults)
+    stop = asyncio.Event()
+
+    def completed() -> list[dict[str, object]]:
+        return [e for e in events if e["event"] == "hunt.completed"]
+
+    with structlog.testing.capture_logs() as events:
+        async with Runtime(settings, hunts) as runtime:
+            daemon = asyncio.ensure_future(runtime.run_forever(stop))
+            for _ in range(300):
+                if completed() and "deferred_from" not in completed()[-1]:
+                    break
+                await asyncio.sleep(0.1)
+            stop.set()
+            await daemon
+
+    runs = completed()
+    assert len(runs) > 1 and "deferred_from" in runs[0]
+    assert "deferred_from" not in runs[-1]
+    watermark = State(settings.state_path).watermark("processes", "lab")
+    assert watermark is not None and watermark.isoformat() == runs[-1]["window_end"]
