@@ -22,7 +22,7 @@ import structlog
 
 from runner.client import HuntingClient, timespan
 from runner.clock import Clock
-from runner.errors import HuntRunnerError
+from runner.errors import HuntRunnerError, QueryError
 from runner.hunts import Hunt
 from runner.limiter import Limiter, update_average
 from runner.records import Record
@@ -45,6 +45,8 @@ MAX_SPLITS = 16
 # A query that names neither bound sees its window only through the request's
 # Timespan (Graph); a name in a comment merely keeps the halving on.
 _NAMES_WINDOW = re.compile(r"\bHunt(?:Start|End)\b")
+# How the service words its refusal of a result over its size limit (a 400).
+_RESULT_TOO_LARGE = "exceeded the allowed result size"
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,9 @@ class Executor:
             )
         tally = _Tally(started=time.monotonic())
         # The parts of the window still to fetch, earliest first. A part whose
-        # result reaches the row cap was probably cut short by the service, so
-        # it is fetched again as two halves instead of being stored incomplete.
+        # result reaches the row cap was probably cut short by the service, and
+        # one over its result size refused: either is fetched again as two
+        # halves instead of being stored incomplete or failing every run.
         pending = [window]
         try:
             while pending:
@@ -115,9 +118,17 @@ class Executor:
                     await self.wait_for_room(  # type: ignore[misc]
                         hunt=hunt.id, tenant=tenant
                     )
-                rows = await self._query(hunt, tenant, part, tally)
+                refused: QueryError | None = None
+                try:
+                    rows = await self._query(hunt, tenant, part, tally)
+                except QueryError as error:
+                    if _RESULT_TOO_LARGE not in error.message:
+                        raise
+                    # Over the service's result size: a shorter window is the
+                    # only way to its rows, as for a result at the row cap.
+                    refused, rows = error, ()
                 tally.fetched += len(rows)
-                if len(rows) >= self._row_cap(tenant):
+                if refused is not None or len(rows) >= self._row_cap(tenant):
                     narrows = self._window_narrows(hunt, tenant)
                     halves = self._split(part, tally) if narrows else []
                     if halves:
@@ -127,8 +138,9 @@ class Executor:
                             window_end=part.end.isoformat(),
                             rows=len(rows),
                             row_cap=self._row_cap(tenant),
-                            note="the result reached the row cap; each half is "
-                            "fetched on its own",
+                            reason="row_cap" if refused is None else "result_size",
+                            note="the result reached the service's limit; each "
+                            "half is fetched on its own",
                         )
                         pending[:0] = halves
                         continue
@@ -137,6 +149,8 @@ class Executor:
                         # the next run starts there, instead of losing rows.
                         tally.deferred = part.start
                         break
+                    if refused is not None:
+                        raise refused
                     bound.warning(
                         "hunt.result_truncated",
                         window_start=part.start.isoformat(),

@@ -28,6 +28,7 @@ def _setup(
     backend: str = "graph",
     query: str = QUERY,
     faults: str = "{}",
+    result_size: int = 124 * 1024 * 1024,
 ) -> tuple[object, list[object]]:
     config = tmp_path / "config"
     config.mkdir()
@@ -46,7 +47,10 @@ sandbox:
   days: 0.2
   live_arrival: false
   faults: {faults}
-  quotas: {{row_cap: {row_cap}, calls: [{{calls: 1000, window_seconds: 60}}]}}
+  quotas:
+    row_cap: {row_cap}
+    result_size_bytes: {result_size}
+    calls: [{{calls: 1000, window_seconds: 60}}]
 """,
         encoding="utf-8",
     )
@@ -187,3 +191,25 @@ async def test_a_run_failing_after_some_parts_keeps_and_counts_them(
     assert failed.window.start < watermark < failed.window.end
     records = _records(tmp_path)
     assert len(records) == len({r["event_id"] for r in records}) == truth
+
+
+async def test_a_window_over_the_result_size_is_fetched_in_halves(
+    tmp_path: Path,
+) -> None:
+    """A result the service refuses as too large is fetched as halves instead."""
+    # An hour of these rows is about 60 kB; the service takes at most 20 kB.
+    settings, hunts = _setup(tmp_path, row_cap=100_000, result_size=20_000)
+
+    with structlog.testing.capture_logs() as events:
+        async with Runtime(settings, hunts) as runtime:  # type: ignore[arg-type]
+            (result,) = await runtime.run_once()
+            assert result.ok, result.error
+            assert result.window is not None
+            truth = await _truth(runtime, result.window.start, result.window.end)
+
+    records = _records(tmp_path)
+    assert len(records) == len({r["event_id"] for r in records}) == truth > 0
+    splits = [e for e in events if e["event"] == "hunt.window_split"]
+    assert splits and splits[0]["reason"] == "result_size"
+    watermark = State(settings.state_path).watermark("processes", "lab")  # type: ignore[attr-defined]
+    assert watermark == result.window.end
