@@ -114,7 +114,7 @@ def exclusive(path: Path | str) -> Iterator[None]:
     process dies.
     """
     path = Path(path)
-    lock_path = path.with_name(path.name + ".lock")
+    lock_path = _lock_path(path)
     try:
         lock_path.parent.mkdir(
             mode=statefile.PRIVATE_FOLDER, parents=True, exist_ok=True
@@ -139,6 +139,13 @@ def exclusive(path: Path | str) -> Iterator[None]:
         os.close(fd)
 
 
+def _lock_path(path: Path) -> Path:
+    """The lock beside the state file itself, wherever a link to it is named."""
+    real = Path(os.path.realpath(path))
+
+    return real.with_name(real.name + ".lock")
+
+
 def _lock_exclusive(fd: int) -> bool:
     """Take the exclusive lock on *fd*, or say that another process holds it.
 
@@ -160,8 +167,7 @@ def _lock_exclusive(fd: int) -> bool:
 
 def in_use(path: Path | str) -> bool:
     """Whether a live hunt-runner holds the state file at *path* (see ``exclusive``)."""
-    path = Path(path)
-    lock_path = path.with_name(path.name + ".lock")
+    lock_path = _lock_path(Path(path))
     try:
         fd = os.open(lock_path, os.O_RDONLY)
     except OSError:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from runner.errors import StateError
 from runner.records import Record, event_id
-from runner.state import RunRecord, State, exclusive
+from runner.state import RunRecord, State, exclusive, in_use
 
 END = datetime(2026, 12, 3, 12, tzinfo=UTC)
 
@@ -78,3 +79,19 @@ def test_a_health_probe_checking_the_lock_does_not_stop_a_daemon_starting(
     finally:
         probe.kill()
         probe.wait()
+
+
+def test_a_state_file_reached_through_a_link_is_held_as_the_same_file(
+    tmp_path: Path,
+) -> None:
+    """A daemon naming the state file through a symbolic link meets the other's lock."""
+    path = tmp_path / "data" / "state.db"
+    path.parent.mkdir()
+    link = tmp_path / "state.db"
+    link.symlink_to(path)
+
+    with exclusive(path):
+        with pytest.raises(StateError, match="in use by another hunt-runner"):
+            with exclusive(link):
+                pass
+        assert in_use(link)
