@@ -109,7 +109,9 @@ class Runtime:
                 tenant=tenant.name,
                 shares_with=owner.name,
                 authority=client.endpoints.authority,
-                limits_ignored=tenant.limits != owner.limits,
+                # row_cap and max_retries stay the entry's own; the rest is
+                # the shared limiter's.
+                limits_ignored=_quota(tenant.limits) != _quota(owner.limits),
                 note="both entries sign in to one directory, whose quota the "
                 "service counts once; the first entry's limits apply",
             )
@@ -354,6 +356,17 @@ class Runtime:
             self.publish_status(force_log=True)
             await self.dispatcher.drain(30.0)
             log.info("daemon.stopped")
+
+
+def _quota(limits: Limits) -> tuple[object, ...]:
+    """The parts of *limits* a shared limiter takes from its first entry."""
+    return (
+        limits.calls,
+        limits.cpu,
+        limits.max_concurrent,
+        limits.cpu_block_boundary,
+        limits.time_scale,
+    )
 
 
 def _proof(credential: Any) -> ClientCredential:
