@@ -23,7 +23,7 @@ from runner import clouds, network
 from runner.auth import ClientCredential, TokenProvider
 from runner.client import HuntingClient
 from runner.clock import Clock, SystemClock
-from runner.config import SERVICE_REQUEST_SECONDS, Settings, Tenant
+from runner.config import SERVICE_REQUEST_SECONDS, Limits, Settings, Tenant
 from runner.executor import Executor, RunResult
 from runner.hunts import Hunt
 from runner.limiter import Limiter

@@ -90,12 +90,15 @@ class Permit:
         if self.released:
             raise RuntimeError("permit already released")
         if self._granted_call is not None:
-            self._limiter._calls.restamp(self._granted_call, self._limiter._now())
+            recorded = self._granted_call
             self._granted_call = None
         else:
-            await self._limiter._wait_for_call()
+            recorded = await self._limiter._wait_for_call()
+        # Written down before it is sent, so a crash cannot forget it; the
+        # write may wait for a commit, so the call is stamped only after it.
+        await self._limiter._journal_call()
+        self._limiter._calls.restamp(recorded, self._limiter._now())
         self.calls += 1
-        self._limiter._journal_call()
 
     def charge(self, cpu_seconds: float) -> None:
         """Record what the query cost; the first charge replaces the reservation."""
@@ -204,7 +207,8 @@ class TenantLimiter:
             heap[:] = [entry for entry in heap if not entry[2].future.done()]
             heapq.heapify(heap)
 
-    async def _wait_for_call(self) -> None:
+    async def _wait_for_call(self) -> float:
+        """Wait for a call token; return when it was recorded (for a restamp)."""
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._call_waiters.append(future)
         self._poke()
@@ -215,7 +219,8 @@ class TenantLimiter:
             if future in self._call_waiters:
                 self._call_waiters.remove(future)
             raise
-        self._calls.restamp(granted_at, self._now())
+
+        return granted_at
 
     def _poke(self) -> None:
         """Grant what can go now and have the timer watch for what time frees."""
@@ -394,9 +399,13 @@ class TenantLimiter:
         if self._journal is not None:
             self._journal.charged(self.tenant, self._wall(now), cpu_seconds)
 
-    def _journal_call(self) -> None:
+    async def _journal_call(self) -> None:
+        # Off the event loop: the state file's lock may be held by a commit
+        # in progress, and other tenants' calls must not wait for it.
         if self._journal is not None:
-            self._journal.called(self.tenant, self._clock.now())
+            await asyncio.to_thread(
+                self._journal.called, self.tenant, self._clock.now()
+            )
 
     # -- restarts ------------------------------------------------------------
 
