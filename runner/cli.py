@@ -156,12 +156,16 @@ def _print_problems(problems: Sequence[Problem]) -> None:
         print(problem, file=sys.stderr)
 
 
-def _load_settings(args: argparse.Namespace) -> Any:
-    """The configuration, or ``ConfigError`` with every problem found."""
+def _load_settings(args: argparse.Namespace, *, secrets: bool = True) -> Any:
+    """The configuration, or ``ConfigError`` with every problem found.
+
+    Without *secrets* (commands that call no API), secrets that cannot be
+    read are left out instead of being problems.
+    """
     from runner.config import load_config
     from runner.validate import sink_problems
 
-    settings, problems = load_config(args.config)
+    settings, problems = load_config(args.config, secrets=secrets)
     if settings is not None:
         problems += sink_problems(settings)
     if settings is None or problems:
@@ -171,7 +175,9 @@ def _load_settings(args: argparse.Namespace) -> Any:
     return settings
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, list[Any], int]:
+def _load(
+    args: argparse.Namespace, *, secrets: bool = True
+) -> tuple[Any, list[Any], int]:
     """Settings, the hunts that loaded, and how many problems the others had.
 
     Each problem is logged as one ``config.problem`` event naming file and
@@ -181,7 +187,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, list[Any], int]:
     from runner.hunts import load_hunts
     from runner.validate import reference_problems
 
-    settings = _load_settings(args)
+    settings = _load_settings(args, secrets=secrets)
     hunts, problems = load_hunts(args.jobs or [DEFAULT_JOBS], settings.hunt_defaults)
     unknown = reference_problems(hunts, settings)
     broken = {problem.path for problem in unknown}
@@ -350,7 +356,7 @@ def _list(args: argparse.Namespace) -> int:
     from runner.schedule import trigger_for
     from runner.state import State
 
-    settings, hunts, _ = _load(args)
+    settings, hunts, _ = _load(args, secrets=False)
     state = State(settings.state_path) if settings.state_path.exists() else None
     now = datetime.now(UTC)
     print(f"{'hunt':40} {'schedule':22} {'severity':9} {'next run (UTC)':20} watermark")
@@ -379,7 +385,7 @@ def _status(args: argparse.Namespace) -> int:
     from runner.config import load_config
     from runner.state import State
 
-    settings, problems = load_config(args.config)
+    settings, problems = load_config(args.config, secrets=False)
     if settings is None:
         raise ConfigError(problems)
     if not settings.state_path.exists():
@@ -465,9 +471,12 @@ def _health(args: argparse.Namespace) -> int:
     from runner.config import load_config
     from runner.state import State, in_use
 
-    settings, problems = load_config(args.config)
+    settings, problems = load_config(args.config, secrets=False)
     if settings is None:
-        raise ConfigError(problems)
+        # A health check answers 0 or 1 only: Docker reserves 2.
+        _print_problems(problems)
+        print("unhealthy: the configuration has problems", file=sys.stderr)
+        return EXIT_FAILED
     if not settings.state_path.exists():
         print("unhealthy: no state file yet", file=sys.stderr)
         return EXIT_FAILED

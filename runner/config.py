@@ -259,18 +259,21 @@ class _Section:
 
 
 def load_config(
-    config_dir: Path | str, *, partial: bool = False
+    config_dir: Path | str, *, partial: bool = False, secrets: bool = True
 ) -> tuple[Settings | None, list[Problem]]:
     """The settings in *config_dir*, or ``None`` and every problem found.
 
     With *partial*, settings built from the parts without problems are returned
-    alongside the problems, for ``validate`` to check further.
+    alongside the problems, for ``validate`` to check further. Without
+    *secrets* (commands that call no API: validate, list, status, health), a
+    secret, certificate or proxy password that cannot be read is a warning,
+    and the tenant's credential is left empty.
     """
     sections, problems = _read_sections(config_dir)
     if sections is None:
         return None, problems
 
-    loader = _Loader(problems)
+    loader = _Loader(problems, secrets=secrets)
     folder = Path(config_dir)
     settings = loader.settings(sections, folder if folder.is_dir() else folder.parent)
     if problems:
@@ -367,9 +370,18 @@ def _read_sections(
 class _Loader:
     """Builds ``Settings`` from the merged sections, collecting problems."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], *, secrets: bool = True) -> None:
         self.problems = problems
         self.warnings: list[Problem] = []
+        self.secrets = secrets
+
+    def unavailable(self, fields: Fields, at: YamlPath, message: str) -> None:
+        """A secret that cannot be read: a problem, or a warning without secrets."""
+        if self.secrets:
+            fields.fail(at, message)
+            return
+        problem = fields.document.problem(at, f"{message} (run and query need it)")
+        self.warnings.append(replace(problem, warning=True))
 
     def sandbox(self, sections: Mapping[str, _Section]) -> Mapping[str, Any]:
         if "sandbox" not in sections or sections["sandbox"].value is None:
@@ -634,10 +646,12 @@ class _Loader:
             try:
                 return Credential(kind="secret", secret=secrets.from_file(secret_path))
             except FileNotFoundError:
-                fields.fail(at, f"no such secret file: {secret_path}")
+                self.unavailable(fields, at, f"no such secret file: {secret_path}")
             except (OSError, UnicodeDecodeError, ValueError) as error:
-                fields.fail(at, f"cannot read secret file {secret_path}: {error}")
-            return None
+                self.unavailable(
+                    fields, at, f"cannot read secret file {secret_path}: {error}"
+                )
+            return None if self.secrets else Credential(kind="secret")
 
         if key == "certificate_env":
             if not _ENV_NAME.match(name):
@@ -645,19 +659,20 @@ class _Loader:
                 return None
             value = os.environ.get(name)
             if not value:
-                fields.fail(at, f"environment variable {name} is not set")
-                return None
+                self.unavailable(fields, at, _unset(name))
+                return None if self.secrets else Credential(kind="certificate")
             pem, origin = value.encode("utf-8"), f"env:{name}"
         else:
             cert_path = folder / Path(name).expanduser()
             try:
                 pem = cert_path.read_bytes()
-            except FileNotFoundError:
-                fields.fail(at, f"no such certificate file: {cert_path}")
-                return None
             except OSError as error:
-                fields.fail(at, f"cannot read {cert_path}: {error.strerror or error}")
-                return None
+                if isinstance(error, FileNotFoundError):
+                    message = f"no such certificate file: {cert_path}"
+                else:
+                    message = f"cannot read {cert_path}: {error.strerror or error}"
+                self.unavailable(fields, at, message)
+                return None if self.secrets else Credential(kind="certificate")
             origin = f"file:{cert_path}"
         try:
             return _certificate(pem, origin)
@@ -674,8 +689,8 @@ class _Loader:
         try:
             return Credential(kind="secret", secret=secrets.from_env(name))
         except KeyError:
-            fields.fail(at, f"environment variable {name} is not set")
-            return None
+            self.unavailable(fields, at, _unset(name))
+            return None if self.secrets else Credential(kind="secret")
 
     def ca_bundle(
         self, fields: Fields, path: YamlPath, data: dict[str, Any], folder: Path
@@ -775,16 +790,18 @@ class _Loader:
             try:
                 return username, secrets.from_env(name)
             except KeyError:
-                fields.fail(at, f"environment variable {name} is not set")
+                self.unavailable(fields, at, _unset(name))
                 return username, None
 
         password_path = folder / Path(name).expanduser()
         try:
             return username, secrets.from_file(password_path)
         except FileNotFoundError:
-            fields.fail(at, f"no such password file: {password_path}")
+            self.unavailable(fields, at, f"no such password file: {password_path}")
         except (OSError, UnicodeDecodeError, ValueError) as error:
-            fields.fail(at, f"cannot read password file {password_path}: {error}")
+            self.unavailable(
+                fields, at, f"cannot read password file {password_path}: {error}"
+            )
 
         return username, None
 
@@ -1014,6 +1031,13 @@ class _Loader:
             changes["sinks"] = names
 
         return replace(base, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _unset(name: str) -> str:
+    if name in os.environ:
+        return f"environment variable {name} is empty"
+
+    return f"environment variable {name} is not set"
 
 
 def _check_sandbox(fields: Fields, mapping: Mapping[str, Any]) -> None:

@@ -50,7 +50,7 @@ def validate_paths(
     problems: list[Problem] = []
     settings: Settings | None = None
     if config_dir is not None:
-        settings, config_problems = load_config(config_dir, partial=True)
+        settings, config_problems = load_config(config_dir, partial=True, secrets=False)
         problems.extend(config_problems)
         if settings is not None:
             problems.extend(settings.warnings)

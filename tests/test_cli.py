@@ -197,3 +197,34 @@ def test_folders_default_to_the_environment(tmp_path: Path) -> None:
 
     assert finished.returncode == EXIT_FAILED
     assert f"{jobs / 'broken.yaml'}:2: enabled" in finished.stderr
+
+
+def test_commands_that_call_no_api_need_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """list, status, health and validate work with a secret unset; run does not."""
+    monkeypatch.delenv("CONTOSO_SECRET", raising=False)
+    config = _config(tmp_path)
+    path = config / "hunt-runner.yaml"
+    path.write_text(
+        path.read_text().replace(
+            "tenants:\n",
+            "tenants:\n  contoso:\n    tenant_id: contoso.onmicrosoft.com\n"
+            "    client_id: 00000000-0000-0000-0000-000000000001\n"
+            "    secret_env: CONTOSO_SECRET\n",
+        )
+    )
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "one.yaml").write_text("name: One\ntenants: [lab]\nquery: DeviceInfo\n")
+    folders = ["--config", str(config)]
+
+    assert main(["list", *folders, "--jobs", str(jobs)]) == EXIT_OK
+    assert main(["status", *folders]) == EXIT_OK
+    assert main(["health", *folders]) == EXIT_FAILED  # no daemon, and never 2
+    assert main(["validate", str(jobs), *folders]) == EXIT_OK
+    assert "warning: tenants.contoso.secret_env: environment variable " in (
+        capsys.readouterr().err
+    )
+    assert main(["run", "--once", *folders, "--jobs", str(jobs)]) == EXIT_CONFIG
+    assert "CONTOSO_SECRET is not set" in capsys.readouterr().err

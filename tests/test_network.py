@@ -760,8 +760,8 @@ tenants:
         f"{source}:9: tenants.lab.ca_mode: 'merge' is not one of add, replace",
         f"{source}:10: tenants.lab.proxy: 'socks5://proxy.example.net:1080' is not "
         "an http(s):// URL",
-        f"{source}:12: tenants.lab.proxy_password_env: environment variable "
-        "LAB_PROXY_PASSWORD is not set",
+        f"{source}:12: warning: tenants.lab.proxy_password_env: environment "
+        "variable LAB_PROXY_PASSWORD is not set (run and query need it)",
         f"{source}:19: tenants.other.proxy: credentials in the proxy URL are not "
         "accepted; use proxy_username with proxy_password_env or "
         "proxy_password_file",
