@@ -235,6 +235,19 @@ _OUR_EXTENSIONS = sorted(
     _OUR_KEYS - {"id", "name", "description", "query", "severity", "tags", "tactics"}
 )
 
+# The keys whose misspelling would silently change what a Sentinel file means:
+# ours, and the Sentinel keys the loader reads.
+_NEAR_MISS_TARGETS = sorted(
+    {
+        *_OUR_EXTENSIONS,
+        "queryFrequency",
+        "queryPeriod",
+        "triggerOperator",
+        "triggerThreshold",
+        "relevantTechniques",
+    }
+)
+
 # Our keys that say the same as a Sentinel key; a file may give only one.
 _SENTINEL_EQUIVALENTS = {
     "schedule": "queryFrequency",
@@ -417,7 +430,7 @@ def _sentinel_hunt(
     for key in data:
         if not isinstance(key, str) or key in _OUR_KEYS or key in _SENTINEL_MARKERS:
             continue
-        close = difflib.get_close_matches(key, _OUR_EXTENSIONS, n=1, cutoff=0.8)
+        close = difflib.get_close_matches(key, _NEAR_MISS_TARGETS, n=1, cutoff=0.8)
         if close:
             fields.fail((key,), f"unknown key; did you mean {close[0]}?")
     for ours, theirs in _SENTINEL_EQUIVALENTS.items():
