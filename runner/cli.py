@@ -281,7 +281,9 @@ def _validate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         config = None
-    problems = validate_paths(paths, config)
+    # Files checked on their own must still not take an id the jobs folder uses.
+    neighbours = [DEFAULT_JOBS] if args.paths and DEFAULT_JOBS.is_dir() else []
+    problems = validate_paths(paths, config, neighbours=neighbours)
     _print_problems(problems)
     failures = [problem for problem in problems if not problem.warning]
     summary = f"{len(failures)} problem(s)" if failures else "no problems"

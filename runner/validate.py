@@ -44,9 +44,16 @@ _LONG_EXPECTING = re.compile(r"expecting \{[^}]{60,}\}")
 
 
 def validate_paths(
-    paths: Sequence[Path | str], config_dir: Path | str | None
+    paths: Sequence[Path | str],
+    config_dir: Path | str | None,
+    *,
+    neighbours: Sequence[Path | str] = (),
 ) -> list[Problem]:
-    """Every problem in the configuration (when given) and the hunt files."""
+    """Every problem in the configuration (when given) and the hunt files.
+
+    Hunts in *neighbours* (the jobs folder, when single files are checked) are
+    not checked themselves, but an id one of them already uses is a problem.
+    """
     problems: list[Problem] = []
     settings: Settings | None = None
     if config_dir is not None:
@@ -61,6 +68,8 @@ def validate_paths(
     for outcome in loaded:
         if outcome.hunt is not None:
             problems.extend(kql_problems(outcome))
+    if neighbours:
+        problems.extend(_ids_taken(loaded, neighbours, defaults))
 
     if settings is not None:
         problems.extend(sink_problems(settings))
@@ -68,6 +77,27 @@ def validate_paths(
         problems.extend(check_references(hunts, settings))
 
     return problems
+
+
+def _ids_taken(
+    loaded: Sequence[HuntFile], neighbours: Sequence[Path | str], defaults: HuntDefaults
+) -> list[Problem]:
+    checked = [(o.hunt, o.id_line) for o in loaded if o.hunt is not None]
+    files = {Path(hunt.source).resolve() for hunt, _ in checked}
+    others, _ = load_hunt_files(neighbours, defaults)
+    taken = {
+        other.hunt.id: other.hunt.source
+        for other in others
+        if other.hunt is not None and Path(other.hunt.source).resolve() not in files
+    }
+
+    return [
+        Problem(
+            hunt.source, line, f"id {hunt.id!r} is already used by {taken[hunt.id]}"
+        )
+        for hunt, line in checked
+        if hunt.id in taken
+    ]
 
 
 def sink_problems(settings: Settings) -> list[Problem]:

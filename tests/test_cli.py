@@ -228,3 +228,19 @@ def test_commands_that_call_no_api_need_no_secret(
     )
     assert main(["run", "--once", *folders, "--jobs", str(jobs)]) == EXIT_CONFIG
     assert "CONTOSO_SECRET is not set" in capsys.readouterr().err
+
+
+def test_validate_a_new_file_finds_an_id_the_jobs_folder_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A copied example that keeps a shipped hunt's id is a problem before it runs."""
+    monkeypatch.chdir(REPO)
+    copy = tmp_path / "my-hunt.yaml"
+    copy.write_text(
+        "id: powershell-from-appdata\nname: Mine\nquery: DeviceInfo\n",
+        encoding="utf-8",
+    )
+
+    assert main(["validate", str(copy)]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert f"{copy}:1: id 'powershell-from-appdata' is already used by jobs/" in err
