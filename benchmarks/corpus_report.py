@@ -113,12 +113,17 @@ def report(corpus: Path) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def main() -> int:
     # Keep stdout for the JSON document alone.
     configure("warning", stream=sys.stderr)
     corpus = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_CORPUS
+    if not hunt_files(corpus):
+        print(f"no hunt files under {corpus.resolve()}", file=sys.stderr)
+        return 1
     print(json.dumps(report(corpus.resolve()), indent=2, ensure_ascii=False))
+
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
