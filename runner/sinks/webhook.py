@@ -16,7 +16,8 @@ Answers: 2xx delivered; 413 and 400 split the request in halves and send
 each (a single record still too big, or still refused, is rejected for good
 with the receiver's message); 429 asks the dispatcher to
 wait ``Retry-After``; 5xx, 401, 403, 404, 407, 408, redirects (never
-followed) and network errors are retryable; other statuses reject the batch.
+followed) and network errors are retryable; other statuses reject the
+records of that request, and the batch's other requests are still sent.
 When the dispatcher retries a batch, the records an earlier attempt got
 accepted or rejected for good are not posted again.
 """
@@ -291,7 +292,13 @@ class WebhookSink(Sink):
         delivers the others.
         """
         status, text = await self._post(chunk)
+        if 200 <= status < 300:
+            return
         if status not in (400, 413):
+            # Refused for good: only this request's records, not the rest of
+            # the batch, some of which other requests have delivered.
+            reason = f"HTTP {status}: {text[:200]}"
+            self._settled.update((record.event_id, reason) for record, _ in chunk)
             return
         if len(chunk) == 1:
             reason = (
@@ -307,7 +314,7 @@ class WebhookSink(Sink):
         await self._post_splitting(chunk[middle:])
 
     async def _post(self, chunk: list[tuple[Record, bytes]]) -> tuple[int, str]:
-        """POST *chunk*: its status and answer when 2xx, 400 or 413, else raise."""
+        """POST *chunk*: its status and answer, or raise when a retry may help."""
         body = self._body([part for _, part in chunk])
         headers = {
             "Content-Type": self.content_type,
@@ -349,8 +356,6 @@ class WebhookSink(Sink):
             else:
                 self._settled.update((record.event_id, None) for record, _ in chunk)
             return status, text
-        if status in (400, 413):
-            return status, text
         if status == 429:
             raise SinkThrottled(
                 self.name,
@@ -366,8 +371,10 @@ class WebhookSink(Sink):
             )
         # A refused credential or a wrong address is fixed by the operator,
         # not by the rows: they wait in the outbox instead of the dead letters.
-        retryable = status >= 500 or status in (401, 403, 404, 407, 408)
-        raise SinkError(self.name, f"HTTP {status}: {text[:200]}", retryable=retryable)
+        if status >= 500 or status in (401, 403, 404, 407, 408):
+            raise SinkError(self.name, f"HTTP {status}: {text[:200]}")
+
+        return status, text
 
     def _check_bulk_items(self, chunk: list[tuple[Record, bytes]], text: str) -> None:
         """Elasticsearch answers 200 even when some documents failed."""

@@ -607,3 +607,36 @@ async def test_400_splits_and_dead_letters_only_the_refused_records(
     }
     assert dispatcher.stats()["hook"]["delivered"] == 11
     assert dispatcher.stats()["hook"]["dead_lettered"] == 2
+
+
+@pytest.mark.parametrize("refused_count", [0, 15])
+async def test_a_permanent_error_for_one_request_dead_letters_only_its_records(
+    tmp_path: Path,
+    receiver: WebhookReceiver,
+    certificates: TlsFiles,
+    records: Callable[..., list[Record]],
+    refused_count: int,
+) -> None:
+    """A 422 for one request of a cut batch dead-letters that request's records only."""
+
+    def refuse_one(documents: list[dict[str, Any]], server: WebhookReceiver) -> Any:
+        if any(d["row"]["Count"] == refused_count for d in documents):
+            return web.Response(status=422, text="unprocessable")
+        return None
+
+    receiver.policy = refuse_one
+    sent = records(20)
+    sink = _sink(receiver.url, certificates, batch_size=20, batch_bytes=2048)
+    dispatcher = await _deliver(tmp_path, sink, sent)
+
+    letters = [
+        json.loads(line)
+        for line in (tmp_path / "dead-letter" / "hook.jsonl").read_text().splitlines()
+    ]
+    dead = {letter["record"]["event_id"] for letter in letters}
+    assert sent[refused_count].event_id in dead
+    assert dead.isdisjoint(receiver.accepted_ids)
+    assert dead | set(receiver.accepted_ids) == {r.event_id for r in sent}
+    assert len(dead) < 10
+    assert {letter["error"] for letter in letters} == {"HTTP 422: unprocessable"}
+    assert dispatcher.stats()["hook"]["delivered"] == 20 - len(dead)
