@@ -150,8 +150,23 @@ class WebhookSink(Sink):
             hmac_secret = options.resolve_secret(
                 "hmac_secret_file", {"file": file_name}
             )
+        # Header names are case-insensitive: two spellings would be sent as
+        # two headers, and a token beside an Authorization header would
+        # silently replace it (or be sent with it).
+        spellings: dict[str, str] = {}
+        for header in headers:
+            if (first := spellings.setdefault(header.lower(), header)) != header:
+                options.problems.append(
+                    f"headers: {first} and {header} name the same header; give it once"
+                )
         token = options.secret("token")
-        if token is not None:
+        has_authorization = "authorization" in spellings
+        if token is not None and has_authorization:
+            options.problems.append(
+                "token: give the token once, as token or as an Authorization "
+                "header, not both"
+            )
+        elif token is not None:
             headers["Authorization"] = Secret(
                 ("Splunk " if preset == "splunk-hec" else "ApiKey ") + token.reveal(),
                 token.origin,
@@ -175,16 +190,14 @@ class WebhookSink(Sink):
             options.problems.append("url: required")
         elif not url.startswith(("https://", "http://")):
             options.problems.append("url: expected an https:// address")
-        elif _has_credentials(url) and any(
-            header.lower() == "authorization" for header in headers
-        ):
+        elif _has_credentials(url) and (token is not None or has_authorization):
             # aiohttp turns credentials in the address into an Authorization
             # header of its own and refuses to send a second one.
             options.problems.append(
                 "url: a user name or password in the address cannot be combined "
                 "with token or an Authorization header; give the credentials once"
             )
-        if preset == "splunk-hec" and token is None and "Authorization" not in headers:
+        if preset == "splunk-hec" and token is None and not has_authorization:
             options.problems.append("token: the splunk-hec preset needs {env: NAME}")
         options.finish()
         assert url is not None and index is not None and sourcetype is not None

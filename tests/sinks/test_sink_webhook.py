@@ -23,7 +23,7 @@ from sink_receivers import WebhookReceiver
 from sink_tls import TlsFiles, make_tls_files
 
 from runner import outbox
-from runner.errors import SinkError
+from runner.errors import ConfigError, SinkError
 from runner.outbox import Outbox
 from runner.records import Record
 from runner.sinks import Dispatcher, RecordsRejected, build_sink
@@ -640,3 +640,46 @@ async def test_a_permanent_error_for_one_request_dead_letters_only_its_records(
     assert len(dead) < 10
     assert {letter["error"] for letter in letters} == {"HTTP 422: unprocessable"}
     assert dispatcher.stats()["hook"]["delivered"] == 20 - len(dead)
+
+
+@pytest.mark.parametrize("header", ["authorization", "AUTHORIZATION", "Authorization"])
+async def test_splunk_hec_takes_an_authorization_header_in_any_case(
+    receiver: WebhookReceiver,
+    certificates: TlsFiles,
+    records: Callable[..., list[Record]],
+    header: str,
+) -> None:
+    """The HEC preset accepts its token as an Authorization header of any case."""
+    sink = _sink(
+        receiver.url,
+        certificates,
+        preset="splunk-hec",
+        headers={header: "Splunk 11111111-1111-1111-1111-111111111111"},
+    )
+    async with sink:
+        await sink.send(records(1))
+
+    assert receiver.requests[0].headers["Authorization"] == (
+        "Splunk 11111111-1111-1111-1111-111111111111"
+    )
+
+
+@pytest.mark.parametrize("header", ["authorization", "Authorization"])
+def test_a_token_and_an_authorization_header_are_refused(
+    monkeypatch: pytest.MonkeyPatch, header: str
+) -> None:
+    """token and an Authorization header together are a problem, not one dropped."""
+    monkeypatch.setenv("HEC_TOKEN", "00000000-0000-0000-0000-000000000000")
+    options = {
+        "url": "https://splunk.example.com:8088/services/collector/event",
+        "preset": "splunk-hec",
+        "token": {"env": "HEC_TOKEN"},
+        "headers": {header: "Splunk 11111111-1111-1111-1111-111111111111"},
+    }
+    with pytest.raises(ConfigError) as caught:
+        build_sink(LocalSinkSpec("splunk", "webhook", options=options))
+
+    assert [problem.message for problem in caught.value.problems] == [
+        "sink splunk: token: give the token once, as token or as an "
+        "Authorization header, not both"
+    ]
