@@ -39,7 +39,7 @@ from runner import secrets
 from runner.clouds import BACKENDS, CLOUDS
 from runner.errors import Problem
 from runner.hunts import SEVERITIES, HuntDefaults, read_schedule
-from runner.network import CA_MODES, DIRECT
+from runner.network import CA_MODES, DIRECT, proxy_problem
 from runner.secrets import Secret
 from runner.yamlio import Document, Fields, YamlPath, is_yaml_file, read_yaml
 
@@ -727,28 +727,9 @@ class _Loader:
             return None
         if text.lower() == DIRECT:
             return DIRECT
-        parts = urlsplit(text)
-        if parts.username is not None or parts.password is not None:
-            # The URL would put a password into the configuration and the logs;
-            # checked first, so that no other message repeats it.
-            fields.fail(
-                at,
-                "credentials in the proxy URL are not accepted; use proxy_username "
-                "with proxy_password_env or proxy_password_file",
-            )
-            return None
-        if parts.scheme not in ("http", "https"):
-            fields.fail(at, f"{text!r} is not an http(s):// URL")
-            return None
-        if not (parts.hostname or "").strip():
-            fields.fail(at, f"{text!r} has no host; write http(s)://host:port")
-            return None
-        try:
-            port = parts.port
-        except ValueError:
-            port = 0
-        if port == 0:
-            fields.fail(at, f"{text!r} has an invalid port; give one from 1 to 65535")
+        problem = proxy_problem(text, "proxy_password_env or proxy_password_file")
+        if problem is not None:
+            fields.fail(at, problem)
             return None
 
         return text.rstrip("/")

@@ -45,6 +45,7 @@ __all__ = [
     "combined_bundle",
     "describe_tls_failure",
     "environment_proxy",
+    "proxy_problem",
     "proxy_settings",
     "redact",
     "requests_verify",
@@ -247,6 +248,38 @@ def proxy_settings(
         return ProxySettings(direct=True)
 
     return ProxySettings(url=proxy, username=username, password=password)
+
+
+def proxy_problem(proxy: str, password_keys: str) -> str | None:
+    """What is wrong with a configured *proxy* URL, or None when it can work.
+
+    The URL must be ``http(s)://host:port`` with a port from 1 to 65535 and
+    no credentials; *password_keys* names the settings that take the
+    password instead, for the message. A URL with credentials is never
+    repeated in the message.
+    """
+    if "@" in proxy.partition("://")[2].partition("/")[0]:
+        # Checked first, so that no other message repeats the password.
+        return (
+            "credentials in the proxy URL are not accepted; use proxy_username "
+            f"with {password_keys}"
+        )
+    try:
+        parts = urlsplit(proxy)
+    except ValueError:  # an unclosed IPv6 bracket
+        return f"{proxy!r} has an invalid host; write http(s)://host:port"
+    if parts.scheme not in ("http", "https"):
+        return f"{proxy!r} is not an http(s):// URL"
+    if not (parts.hostname or "").strip():
+        return f"{proxy!r} has no host; write http(s)://host:port"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        return f"{proxy!r} has an invalid port; give one from 1 to 65535"
+
+    return None
 
 
 def environment_proxy(target: str) -> str | None:

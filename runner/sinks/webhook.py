@@ -181,6 +181,20 @@ class WebhookSink(Sink):
         proxy_password = options.secret("proxy_password")
         if proxy_password is not None and proxy_username is None:
             options.problems.append("proxy_password: needs proxy_username")
+        has_proxy_url = proxy_url is not None and proxy_url.strip().lower() not in (
+            network.DIRECT,
+            "",
+        )
+        if has_proxy_url:
+            assert proxy_url is not None
+            problem = network.proxy_problem(proxy_url, "proxy_password")
+            if problem is not None:
+                options.problems.append(f"proxy: {problem}")
+                proxy_url = None
+        elif proxy_username is not None:
+            options.problems.append(
+                "proxy_username: proxy credentials need a proxy URL in proxy"
+            )
         if ca_bundle is not None and not Path(ca_bundle).expanduser().is_file():
             options.problems.append(f"ca_bundle: no such file: {ca_bundle}")
         index = options.string("index", "hunt-runner")

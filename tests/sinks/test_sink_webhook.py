@@ -683,3 +683,50 @@ def test_a_token_and_an_authorization_header_are_refused(
         "sink splunk: token: give the token once, as token or as an "
         "Authorization header, not both"
     ]
+
+
+@pytest.mark.parametrize(
+    ("proxy", "message"),
+    [
+        (
+            "http://svc:hunter2pw@proxy.example.com:3128",
+            "credentials in the proxy URL are not accepted; use proxy_username "
+            "with proxy_password",
+        ),
+        ("socks5://proxy.example.com:1080", "is not an http(s):// URL"),
+        ("http://:3128", "has no host; write http(s)://host:port"),
+        ("http://proxy.example.com:99999", "has an invalid port"),
+        ("http://[::1:3128", "has an invalid host"),
+    ],
+)
+def test_a_webhook_proxy_is_checked_like_a_tenant_proxy(
+    proxy: str, message: str
+) -> None:
+    """A webhook proxy is refused without http(s), host or port, or with credentials."""
+    options = {"url": "https://siem.example.com/hook", "proxy": proxy}
+    with pytest.raises(ConfigError) as caught:
+        build_sink(LocalSinkSpec("hook", "webhook", options=options))
+
+    problems = [problem.message for problem in caught.value.problems]
+    assert len(problems) == 1
+    assert problems[0].startswith("sink hook: proxy: ")
+    assert message in problems[0]
+    assert "hunter2pw" not in problems[0]
+
+
+def test_webhook_proxy_credentials_need_a_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """proxy_username without a proxy URL is a problem, not silently unused."""
+    monkeypatch.setenv("HOOK_PROXY_PASSWORD", "pw")
+    options = {
+        "url": "https://siem.example.com/hook",
+        "proxy_username": "svc",
+        "proxy_password": {"env": "HOOK_PROXY_PASSWORD"},
+    }
+    with pytest.raises(ConfigError) as caught:
+        build_sink(LocalSinkSpec("hook", "webhook", options=options))
+
+    assert [problem.message for problem in caught.value.problems] == [
+        "sink hook: proxy_username: proxy credentials need a proxy URL in proxy"
+    ]
