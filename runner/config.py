@@ -830,7 +830,19 @@ class _Loader:
         text = fields.string((*path, key), data[key])
         if text is None:
             return None
-        parts = urlsplit(text)
+        if "@" in text.partition("://")[2].partition("/")[0]:
+            # Checked first, so that no other message repeats the password.
+            fields.fail(
+                (*path, key),
+                "credentials in the URL are not accepted; the service signs in "
+                "with the tenant's credential",
+            )
+            return None
+        try:
+            parts = urlsplit(text)
+        except ValueError:  # an unclosed IPv6 bracket
+            fields.fail((*path, key), f"{text!r} has an invalid host")
+            return None
         if parts.scheme != "https" or not parts.hostname:
             fields.fail((*path, key), f"{text!r} is not an https:// URL")
             return None

@@ -587,3 +587,41 @@ def test_a_configuration_folder_that_cannot_be_listed_is_a_problem() -> None:
     finally:
         closed.chmod(0o755)
         shutil.rmtree(base)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "    authority: http://svc:hunter2pw@login.example.com/contoso\n",
+        "    authority: https://svc:hunter2pw@login.example.com\n",
+        "    api_base: http://svc:hunter2pw@api.example.com\n",
+        "    api_base: https://svc:hunter2pw@api.example.com/x?y=1\n",
+    ],
+)
+def test_credentials_in_authority_or_api_base_are_not_repeated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: str
+) -> None:
+    """A password written into authority or api_base is refused without repeating it."""
+    monkeypatch.setenv("A", "x")
+    write(tmp_path, "c.yaml", real_tenant("secret_env: A", extra))
+    key = extra.split(":")[0].strip()
+
+    assert problems_in(tmp_path) == [
+        f"c.yaml:6: tenants.contoso.{key}: credentials in the URL are not "
+        "accepted; the service signs in with the tenant's credential"
+    ]
+
+
+@pytest.mark.parametrize("key", ["authority", "api_base", "proxy"])
+def test_an_unclosed_ipv6_bracket_is_a_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    """A URL with an unclosed IPv6 bracket is a problem at its line, not a traceback."""
+    monkeypatch.setenv("A", "x")
+    scheme = "http" if key == "proxy" else "https"
+    extra = f'    {key}: "{scheme}://[::1/contoso"\n'
+    write(tmp_path, "c.yaml", real_tenant("secret_env: A", extra))
+
+    (problem,) = problems_in(tmp_path)
+    assert problem.startswith(f"c.yaml:6: tenants.contoso.{key}: ")
+    assert "invalid host" in problem
