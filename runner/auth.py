@@ -5,8 +5,9 @@ so msal's cache serves tokens until shortly before they expire. msal is
 synchronous; every call to it runs in a worker thread.
 
 Failures become ``AuthError``: ``retryable`` when the identity endpoint or the
-proxy could not be reached or answered a 5xx, so that the client retries the
-token request as it retries queries; not when the request was refused (an
+proxy could not be reached or answered a 5xx, or the identity endpoint
+answered 429 (with its ``Retry-After`` in ``retry_after``), so that the client
+retries the token request as it retries queries; not when the request was refused (an
 OAuth error such as ``invalid_client``, an authority msal rejects, a
 certificate the configured trust does not accept, a proxy refusing the
 tunnel).
@@ -26,6 +27,7 @@ import requests
 import structlog
 
 from runner.errors import AuthError
+from runner.limiter.retry_after import parse_retry_after
 from runner.network import (
     ProxySettings,
     TimeoutSession,
@@ -93,12 +95,13 @@ def http_session(
 
 
 def _raise_for_server_error(response: requests.Response, *_: Any, **__: Any) -> None:
-    # msal keeps a 5xx answer for its Retry-After (5 s without one) and hands
-    # it back, without a request, to every token request in that time
+    # msal keeps a 5xx or 429 answer for its Retry-After (5 s without one) and
+    # hands it back, without a request, to every token request in that time
     # (AzureAD/microsoft-authentication-library-for-python#379), so a retry
-    # would only see the same failure. Raised here, it never reaches that
-    # cache, and each retry sends a real request.
-    if response.status_code >= 500:
+    # would only see the same failure; a 429 would also come back as an OAuth
+    # error, refused for good. Raised here, it never reaches that cache, and
+    # each retry sends a real request.
+    if response.status_code >= 500 or response.status_code == 429:
         response.close()
         raise requests.HTTPError(
             f"{response.status_code} {response.reason}", response=response
@@ -178,11 +181,15 @@ class TokenProvider:
                 retryable=status is None or status.startswith("5"),
             ) from error
         except requests.HTTPError as error:
+            throttled = error.response is not None and error.response.status_code == 429
             raise AuthError(
                 self.tenant,
-                "server_error",
+                "throttled" if throttled else "server_error",
                 f"the identity endpoint answered HTTP {error}",
                 retryable=True,
+                retry_after=(
+                    parse_retry_after(error.response.headers) if throttled else None
+                ),
             ) from error
         except (
             requests.ConnectionError,

@@ -4,8 +4,9 @@ Status codes become the error tree of ``runner.errors`` here and nowhere else:
 401 gets one token refresh, then fails; 400 fails the hunt without a retry; 429
 is handed to the caller's throttle hook and retried once the limiter allows;
 5xx, resets, timeouts and broken bodies get bounded retries with backoff and
-jitter (stamina), and so do token requests that failed the same way
-(``AuthError.retryable``), in the same loop and within the same attempts. A
+jitter (stamina), and so do token requests that failed the same way or were
+throttled (``AuthError.retryable``), in the same loop and within the same
+attempts. A
 proxy that refuses the tunnel (407, 403) fails the call at once.
 """
 
@@ -69,6 +70,10 @@ def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
 stamina.instrumentation.set_on_retry_hooks([_log_retry])
 
 _CALL_QUOTA = re.compile(r"maximum allowed (\d+) per ([\d.:]+)")
+
+# The longest an identity endpoint's Retry-After holds up a token retry: its
+# quotas are per second or minute, so a longer one is a bug at the receiver.
+TOKEN_RETRY_AFTER_CAP = 60.0
 
 
 @dataclass(frozen=True)
@@ -182,6 +187,8 @@ class HuntingClient:
             if isinstance(error, TlsError | ProxyRefusedError):
                 return False
             if isinstance(error, AuthError):
+                if error.retryable and error.retry_after is not None:
+                    return min(error.retry_after, TOKEN_RETRY_AFTER_CAP)
                 return error.retryable
 
             return isinstance(error, ServerError | TransportError)

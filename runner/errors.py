@@ -7,7 +7,7 @@ are caught and never leak further::
     HuntRunnerError
     ├── ConfigError            a configuration or hunt file is wrong (file, line, key)
     ├── AuthError              no token: bad credentials, unreachable identity endpoint
-    │                          (retryable when a reset, timeout or 5xx caused it)
+    │                          (retryable when a reset, timeout, 5xx or 429 caused it)
     ├── ApiError               the hunting API answered with an error (status, code)
     │   ├── QueryError         400: the query itself is wrong; never retried as-is
     │   ├── UnauthorizedError  401: token expired or for another audience
@@ -61,16 +61,25 @@ class AuthError(HuntRunnerError):
     """A token could not be acquired for a tenant.
 
     ``retryable`` is set when the identity endpoint could not answer (a reset,
-    a timeout, a 5xx) rather than refused: the same request may succeed later.
+    a timeout, a 5xx) or asked us to wait (a 429, its ``Retry-After`` in
+    ``retry_after`` seconds) rather than refused: the same request may
+    succeed later.
     """
 
     def __init__(
-        self, tenant: str, code: str, description: str, *, retryable: bool = False
+        self,
+        tenant: str,
+        code: str,
+        description: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         self.tenant = tenant
         self.code = code
         self.description = description
         self.retryable = retryable
+        self.retry_after = retry_after
         super().__init__(
             f"tenant {tenant}: token request failed: {code}: {description}"
         )

@@ -362,3 +362,17 @@ async def test_proxy_refusing_a_token_request_fails_at_once(
         f"tenant lab: token request failed: proxy: the proxy {proxy.url} refused "
         "the tunnel: 403 Forbidden"
     )
+
+
+@pytest.mark.parametrize("faults", [("429",), ("429", "429")])
+async def test_throttled_token_requests_are_retried(
+    sandbox: Sandbox, certificates: ServerCertificates, faults: tuple[str, ...]
+) -> None:
+    """A 429 from the identity endpoint is retried like a 5xx, then queried."""
+    async with FlakyIdentity(sandbox, certificates, faults) as identity:
+        authority = f"{identity.url}/{sandbox.demo.tenant_id}"
+        tokens = _tokens(sandbox, authority, str(certificates.ca_path))
+        rows = await _query(sandbox, tokens)
+
+    assert rows == 3
+    assert identity.token_requests == len(faults) + 1
