@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import shutil
 import threading
 import time
@@ -31,6 +32,9 @@ from runner.sinks.base import BlockingCalls, Options, SendResult, Sink, register
 # The longest hunt id in UTF-8 (``runner.hunts``); file names derived from
 # ids stay within it.
 _NAME_BYTES = 200
+
+# What ``_rotate`` appends to a file's stem: a UTC stamp and a counter.
+_ROTATION_SUFFIX = re.compile(r"\.\d{8}T\d{6}Z(-\d+)?$")
 
 ENVELOPE_COLUMNS = (
     "event_id",
@@ -253,10 +257,12 @@ def _safe_name(text: str) -> str:
     An id of letters, digits, ``-``, ``_`` and ``.`` is its own name. In any
     other id every other character becomes ``_``, and ``~`` and a hash of the
     id are appended, so ``a:b`` and ``a_b`` never share a file (no name kept
-    as it is holds a ``~``).
+    as it is holds a ``~``). So is an id that ends like a rotated file's name
+    (``a.20261203T120000Z``), which would otherwise write into the file hunt
+    ``a`` rotated at that moment, and lose its rows when that is compressed.
     """
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
-    if text and safe == text:
+    if text and safe == text and not _ROTATION_SUFFIX.search(text):
         return text
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     # No longer than the longest id a hunt may have, for which the day and

@@ -240,3 +240,33 @@ async def test_hunt_ids_that_differ_only_in_replaced_characters_get_their_own_fi
         "a_b~6783a31e-2026-12-03.jsonl": {"a:b"},
         "a_b~5719af18-2026-12-03.jsonl": {"a;b"},
     }
+
+
+async def test_a_hunt_id_shaped_like_a_rotated_file_gets_its_own_file(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """Hunt ``a.<stamp>`` never appends to the file hunt ``a`` rotated at that stamp."""
+    sink = FileSink(
+        "files", folder=tmp_path, rotate_bytes=1500, compress=False, clock=Clock()
+    )
+    first = records(4, hunt="a")
+    other = records(2, hunt="a.20251203T120000Z")
+    async with sink:
+        await sink.send(first[:2])
+        await sink.send(first[2:])  # rotates a.jsonl to a.20251203T120000Z.jsonl
+        await sink.send(other)
+
+    hunts_by_file = {
+        path.name: {
+            json.loads(line)["hunt"]["id"] for line in path.read_text().splitlines()
+        }
+        for path in tmp_path.iterdir()
+    }
+    (other_file,) = [
+        name for name in hunts_by_file if name.startswith("a.2025") and "~" in name
+    ]
+    assert hunts_by_file == {
+        "a.jsonl": {"a"},
+        "a.20251203T120000Z.jsonl": {"a"},
+        other_file: {"a.20251203T120000Z"},
+    }
