@@ -108,24 +108,63 @@ class Record:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Record:
-        """Rebuild a record from ``to_dict()`` output (the outbox stores that)."""
-        hunt = data["hunt"]
-        window = data["window"]
+        """Rebuild a record from ``to_dict()`` output (the outbox stores that).
+
+        Raises ``KeyError``, ``TypeError`` or ``ValueError`` for data of any
+        other shape, so that a damaged stored record is found here rather
+        than by a sink in the middle of a send, on every retry.
+        """
+        hunt = _mapping(data, "hunt")
+        window = _mapping(data, "window")
 
         return cls(
-            event_id=data["event_id"],
-            hunt_id=hunt["id"],
-            hunt_name=hunt["name"],
-            severity=hunt["severity"],
-            tags=tuple(hunt.get("tags", ())),
-            tactics=tuple(hunt.get("tactics", ())),
-            techniques=tuple(hunt.get("techniques", ())),
-            tenant=data["tenant"],
-            window_start=datetime.fromisoformat(window["start"]),
-            window_end=datetime.fromisoformat(window["end"]),
-            run_id=data["run_id"],
-            row=data["row"],
+            event_id=_text(data, "event_id"),
+            hunt_id=_text(hunt, "id", "hunt."),
+            hunt_name=_text(hunt, "name", "hunt."),
+            severity=_text(hunt, "severity", "hunt."),
+            tags=_texts(hunt, "tags"),
+            tactics=_texts(hunt, "tactics"),
+            techniques=_texts(hunt, "techniques"),
+            tenant=_text(data, "tenant"),
+            window_start=_moment(window, "start"),
+            window_end=_moment(window, "end"),
+            run_id=_text(data, "run_id"),
+            row=_mapping(data, "row"),
         )
+
+
+def _mapping(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data[key]
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{key} is {type(value).__name__}, not an object")
+
+    return value
+
+
+def _text(data: Mapping[str, Any], key: str, where: str = "") -> str:
+    value = data[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{where}{key} is {type(value).__name__}, not a string")
+
+    return value
+
+
+def _texts(hunt: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = hunt.get(key, ())
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(item, str) for item in value
+    ):
+        raise TypeError(f"hunt.{key} is not a list of strings")
+
+    return tuple(value)
+
+
+def _moment(window: Mapping[str, Any], key: str) -> datetime:
+    moment = datetime.fromisoformat(_text(window, key, "window."))
+    if moment.tzinfo is None:
+        raise ValueError(f"window.{key} has no time zone")
+
+    return moment
 
 
 def _format_time(moment: datetime) -> str:

@@ -570,3 +570,44 @@ async def test_a_failure_outside_send_backs_off_and_the_worker_lives_on(
     assert sleeps.delays == [1.0, 2.0, 4.0]
     assert sink.calls == 4
     assert await dispatcher.outbox.pending() == 0
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        ("$.row", "[1, 2]"),
+        ("$.hunt.id", "7"),
+        ("$.hunt.severity", "null"),
+        ("$.hunt.tags", '"not a list"'),
+        ("$.window.end", '"2026-12-03"'),
+    ],
+)
+async def test_an_outbox_row_of_the_wrong_shape_is_dead_lettered(
+    tmp_path: Path, records: Callable[..., list[Record]], damage: tuple[str, str]
+) -> None:
+    """Valid JSON with a field of the wrong type is set aside, not retried forever."""
+    batch = records(3)
+    folder = tmp_path / "out"
+    sink = build_sink(LocalSinkSpec("files", "file", options={"path": str(folder)}))
+    dispatcher, _ = _setup(
+        tmp_path, [(LocalSinkSpec("files", "file"), sink)], batch, rng=lambda: 0.0
+    )
+    conn = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    where, value = damage
+    conn.execute(
+        "UPDATE outbox SET record = json_set(record, ?, json(?)) WHERE event_id = ?",
+        (where, value, batch[1].event_id),
+    )
+    conn.close()
+    async with dispatcher:
+        assert await dispatcher.drain(timeout=5)
+
+    lines = (folder / "suspicious-powershell.jsonl").read_text().splitlines()
+    assert [json.loads(line)["event_id"] for line in lines] == [
+        batch[0].event_id,
+        batch[2].event_id,
+    ]
+    path = tmp_path / "dead-letter" / "files.jsonl"
+    (letter,) = [json.loads(line) for line in path.read_text().splitlines()]
+    assert letter["event_id"] == batch[1].event_id
+    assert letter["error"].startswith("cannot decode outbox row: ")
