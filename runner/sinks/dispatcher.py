@@ -25,6 +25,7 @@ from runner.errors import SinkError, StateError
 from runner.outbox import Outbox, UndecodableRow
 from runner.records import Record, json_text
 from runner.sinks.base import (
+    BlockingCalls,
     RecordsRejected,
     SendResult,
     Sink,
@@ -91,6 +92,12 @@ class Dispatcher:
         self._stats = {spec.name: SinkStats() for spec, _ in self._sinks}
         outbox.count_only([spec.name for spec, _ in self._sinks])
         self._wake = {spec.name: asyncio.Event() for spec, _ in self._sinks}
+        # Dead-letter files are written and fsynced off the event loop, on a
+        # thread per sink, so a hung disk stops that sink and nothing else.
+        self._dead_letter_calls = {
+            spec.name: BlockingCalls(f"{spec.name}-dead-letter")
+            for spec, _ in self._sinks
+        }
         self._tasks: list[asyncio.Task[None]] = []
 
     # Routing ----------------------------------------------------------------
@@ -387,9 +394,11 @@ class Dispatcher:
         attempt = 0
         while True:
             try:
-                self._append_dead_letters(path, lines)
+                await self._dead_letter_calls[name].run(
+                    self._append_dead_letters, path, lines
+                )
                 break
-            except OSError as error:
+            except (OSError, SinkError) as error:
                 delay = backoff_delay(
                     attempt,
                     base=self._backoff_base,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Self
@@ -611,3 +614,51 @@ async def test_an_outbox_row_of_the_wrong_shape_is_dead_lettered(
     (letter,) = [json.loads(line) for line in path.read_text().splitlines()]
     assert letter["event_id"] == batch[1].event_id
     assert letter["error"].startswith("cannot decode outbox row: ")
+
+
+async def test_a_blocked_dead_letter_write_does_not_stop_the_event_loop(
+    tmp_path: Path, records: Callable[..., list[Record]]
+) -> None:
+    """A dead-letter file that blocks (a FIFO nobody reads) holds up only its sink."""
+    rejecting = DummySink("siem", failures=[SinkError("siem", "no", retryable=False)])
+    healthy = DummySink("archive")
+    dispatcher, _ = _setup(
+        tmp_path,
+        [
+            (LocalSinkSpec("siem", "dummy"), rejecting),
+            (LocalSinkSpec("archive", "dummy"), healthy),
+        ],
+        records(3),
+    )
+    folder = tmp_path / "dead-letter"
+    folder.mkdir()
+    os.mkfifo(folder / "siem.jsonl")
+
+    def read_later() -> None:
+        # Opening the FIFO lets the blocked writer on; fsync fails on a FIFO,
+        # so its retry, once the FIFO is gone, writes a regular file.
+        time.sleep(1.5)
+        with open(folder / "siem.jsonl", "rb") as fifo:
+            os.unlink(folder / "siem.jsonl")
+            fifo.read()
+
+    reader = threading.Thread(target=read_later, daemon=True)
+    reader.start()
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.02)
+            gaps.append(time.monotonic() - last)
+            last = time.monotonic()
+
+    ticker = asyncio.create_task(tick())
+    async with dispatcher:
+        assert await dispatcher.drain(timeout=10)
+    ticker.cancel()
+    reader.join(5)
+
+    assert len((folder / "siem.jsonl").read_text().splitlines()) == 3
+    assert len(healthy.received) == 3
+    assert max(gaps) < 0.5
