@@ -468,7 +468,9 @@ def test_a_folder_that_cannot_be_listed_is_a_problem() -> None:
             pytest.skip("running as root without setpriv to drop privileges")
         command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
         command.append(sys.executable)
-    base = Path(tempfile.mkdtemp(prefix="hunt-runner-perm-"))
+    # In /tmp, where the unprivileged user can reach it: the run's own
+    # temporary folder sits inside one that only root may enter.
+    base = Path(tempfile.mkdtemp(prefix="hunt-runner-perm-", dir="/tmp"))
     try:
         jobs = base / "jobs"
         (jobs / "ok").mkdir(parents=True)
