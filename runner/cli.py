@@ -171,6 +171,14 @@ def _load_settings(args: argparse.Namespace, *, secrets: bool = True) -> Any:
     if settings is None or problems:
         raise ConfigError(problems)
     logs.configure(settings.log_level, json=_json_logs(settings.log_format))
+    for warning in settings.warnings:
+        log.warning(
+            "config.warning",
+            file=warning.path,
+            line=warning.line,
+            problem=warning.message,
+            where=str(warning),
+        )
 
     return settings
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -375,6 +376,20 @@ class _Loader:
         self.warnings: list[Problem] = []
         self.secrets = secrets
 
+    def private(self, fields: Fields, at: YamlPath, path: Path) -> None:
+        """Warn when the secret file at *path* can be read by other users."""
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            return
+        if stat.S_IMODE(mode) & 0o077:
+            problem = fields.document.problem(
+                at,
+                f"{path} can be read by other users (mode "
+                f"{stat.S_IMODE(mode):o}); chmod 600 it",
+            )
+            self.warnings.append(replace(problem, warning=True))
+
     def unavailable(self, fields: Fields, at: YamlPath, message: str) -> None:
         """A secret that cannot be read: a problem, or a warning without secrets."""
         if self.secrets:
@@ -644,7 +659,9 @@ class _Loader:
         if key == "secret_file":
             secret_path = folder / Path(name).expanduser()
             try:
-                return Credential(kind="secret", secret=secrets.from_file(secret_path))
+                secret = secrets.from_file(secret_path)
+                self.private(fields, at, secret_path)
+                return Credential(kind="secret", secret=secret)
             except FileNotFoundError:
                 self.unavailable(fields, at, f"no such secret file: {secret_path}")
             except (OSError, UnicodeDecodeError, ValueError) as error:
@@ -666,6 +683,7 @@ class _Loader:
             cert_path = folder / Path(name).expanduser()
             try:
                 pem = cert_path.read_bytes()
+                self.private(fields, at, cert_path)
             except OSError as error:
                 if isinstance(error, FileNotFoundError):
                     message = f"no such certificate file: {cert_path}"
@@ -776,7 +794,9 @@ class _Loader:
 
         password_path = folder / Path(name).expanduser()
         try:
-            return username, secrets.from_file(password_path)
+            password = secrets.from_file(password_path)
+            self.private(fields, at, password_path)
+            return username, password
         except FileNotFoundError:
             self.unavailable(fields, at, f"no such password file: {password_path}")
         except (OSError, UnicodeDecodeError, ValueError) as error:

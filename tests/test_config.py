@@ -210,6 +210,25 @@ def test_secret_file_written_with_a_bom_and_crlf_gives_the_bare_secret(
     assert tenant.credential.secret.reveal() == "Xy8Q~from.windows"
 
 
+def test_a_secret_file_others_can_read_is_a_warning(tmp_path: Path) -> None:
+    """A secret file with mode 0644 loads, with a warning to chmod 600 it."""
+    secret = tmp_path / "contoso.txt"
+    secret.write_text("from-a-file\n")
+    secret.chmod(0o644)
+    write(tmp_path, "c.yaml", real_tenant("secret_file: contoso.txt"))
+
+    settings, problems = load_config(tmp_path)
+
+    assert problems == [] and settings is not None
+    assert [str(w) for w in settings.warnings] == [
+        f"{tmp_path / 'c.yaml'}:5: warning: tenants.contoso.secret_file: {secret} "
+        "can be read by other users (mode 644); chmod 600 it"
+    ]
+    secret.chmod(0o600)
+    settings, _ = load_config(tmp_path)
+    assert settings is not None and settings.warnings == ()
+
+
 def test_certificate_file_gives_key_certificate_and_thumbprint(tmp_path: Path) -> None:
     """A PEM with certificate and key gives both apart and the SHA-1 thumbprint."""
     cert, key, thumbprint = certificate_pem()
