@@ -565,8 +565,8 @@ REGISTRY_TEMPLATES: list[Template] = [
         ),
         (
             "RegistryKeyCreated",
-            "HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Installer"
-            "\\UserData\\S-1-5-18\\Products\\{n}",
+            "HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion"
+            "\\Installer\\UserData\\S-1-5-18\\Products\\{n}",
             "",
             "",
             "",
@@ -586,7 +586,8 @@ REGISTRY_TEMPLATES: list[Template] = [
         ),
         (
             "RegistryValueDeleted",
-            "HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services\\bam\\State\\UserSettings",
+            "HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services\\bam\\State"
+            "\\UserSettings",
             "\\Device\\HarddiskVolume3\\Windows\\System32\\cmd.exe",
             "",
             "Binary",
