@@ -172,13 +172,7 @@ def _load_settings(args: argparse.Namespace, *, secrets: bool = True) -> Any:
         raise ConfigError(problems)
     logs.configure(settings.log_level, json=_json_logs(settings.log_format))
     for warning in settings.warnings:
-        log.warning(
-            "config.warning",
-            file=warning.path,
-            line=warning.line,
-            problem=warning.message,
-            where=str(warning),
-        )
+        _log_problem(log.warning, "config.warning", warning)
 
     return settings
 
@@ -202,15 +196,20 @@ def _load(
     hunts = [hunt for hunt in hunts if hunt.source not in broken]
     problems += unknown
     for problem in problems:
-        log.error(
-            "config.problem",
-            file=problem.path,
-            line=problem.line,
-            problem=problem.message,
-            where=str(problem),
-        )
+        _log_problem(log.error, "config.problem", problem)
 
     return settings, hunts, len(problems)
+
+
+def _log_problem(emit: Any, event: str, problem: Problem) -> None:
+    """One event for *problem*, naming its file and line."""
+    emit(
+        event,
+        file=problem.path,
+        line=problem.line,
+        problem=problem.message,
+        where=str(problem),
+    )
 
 
 def _json_logs(log_format: str) -> bool | None:

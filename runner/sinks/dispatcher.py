@@ -219,12 +219,7 @@ class Dispatcher:
                 if repr(error) != failure:
                     failure = repr(error)
                     log.exception("dispatcher.worker_error", sink=name)
-                delay = backoff_delay(
-                    attempt,
-                    base=self._backoff_base,
-                    cap=self._backoff_cap,
-                    rng=self._rng,
-                )
+                delay = self._backoff(attempt)
                 log.debug(
                     "dispatcher.worker_retry",
                     sink=name,
@@ -293,9 +288,7 @@ class Dispatcher:
 
             stats.failed += 1
             stats.retried += 1
-            delay = backoff_delay(
-                attempt, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng
-            )
+            delay = self._backoff(attempt)
             if wait is not None:
                 delay = max(delay, min(wait, self._retry_after_cap))
             log.warning(
@@ -308,6 +301,12 @@ class Dispatcher:
             )
             attempt += 1
             await self._sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        """The pause before retry *attempt* (0-based), with this dispatcher's jitter."""
+        return backoff_delay(
+            attempt, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng
+        )
 
     def _delivered(
         self,
@@ -399,12 +398,7 @@ class Dispatcher:
                 )
                 break
             except (OSError, SinkError) as error:
-                delay = backoff_delay(
-                    attempt,
-                    base=self._backoff_base,
-                    cap=self._backoff_cap,
-                    rng=self._rng,
-                )
+                delay = self._backoff(attempt)
                 log.error(
                     "sink.dead_letter_failed",
                     sink=name,
