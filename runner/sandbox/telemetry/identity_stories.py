@@ -105,10 +105,26 @@ def inbox_rule(scene: Scene) -> None:
     )
 
 
-def _inbound_mail(scene: Scene, user: User, message: str, **fields: object) -> None:
-    """One inbound message to *user*; *fields* give the sender and the verdict."""
+def _inbound_mail(
+    scene: Scene,
+    user: User,
+    message: str,
+    sender: tuple[str, str, str],
+    **fields: object,
+) -> None:
+    """One inbound message to *user* from *sender*; *fields* give the verdict.
+
+    *sender* is the display name, the From address and the envelope (mail
+    from) address; the domains follow from the addresses.
+    """
+    display, address, envelope = sender
     row: dict[str, object] = {
         "Timestamp": scene.at(0),
+        "SenderDisplayName": display,
+        "SenderFromAddress": address,
+        "SenderFromDomain": address.split("@")[1],
+        "SenderMailFromAddress": envelope,
+        "SenderMailFromDomain": envelope.split("@")[1],
         "NetworkMessageId": message,
         "InternetMessageId": f"<{scene.hexdigits(20)}@mail-relay.example.net>",
         "RecipientEmailAddress": user.upn,
@@ -153,11 +169,11 @@ def phishing_click(scene: Scene) -> None:
         scene,
         user,
         message,
-        SenderFromAddress="security@micros0ft-support.com",
-        SenderMailFromAddress="bounce@mail-relay.example.net",
-        SenderDisplayName="Microsoft 365 Security",
-        SenderFromDomain="micros0ft-support.com",
-        SenderMailFromDomain="mail-relay.example.net",
+        (
+            "Microsoft 365 Security",
+            "security@micros0ft-support.com",
+            "bounce@mail-relay.example.net",
+        ),
         SenderIPv4=f"193.29.13.{scene.rng.randrange(2, 250)}",
         Subject="Unusual sign-in activity - verify your account",
         ThreatTypes="Phish",
@@ -321,11 +337,7 @@ def qr_code_phish(scene: Scene) -> None:
         scene,
         user,
         message,
-        SenderFromAddress="dse@docusign-esign.net",
-        SenderMailFromAddress="bounce@docusign-esign.net",
-        SenderDisplayName="DocuSign",
-        SenderFromDomain="docusign-esign.net",
-        SenderMailFromDomain="docusign-esign.net",
+        ("DocuSign", "dse@docusign-esign.net", "bounce@docusign-esign.net"),
         SenderIPv4=f"45.153.241.{scene.rng.randrange(2, 250)}",
         Subject="Your document is ready: scan to review and sign",
         UrlCount=1,
@@ -346,11 +358,11 @@ def bec_impersonation(scene: Scene) -> None:
         scene,
         user,
         scene.guid(),
-        SenderFromAddress="megan.bowen.office@outlook-mail.biz",
-        SenderMailFromAddress="megan.bowen.office@outlook-mail.biz",
-        SenderDisplayName="Megan Bowen (CEO)",
-        SenderFromDomain="outlook-mail.biz",
-        SenderMailFromDomain="outlook-mail.biz",
+        (
+            "Megan Bowen (CEO)",
+            "megan.bowen.office@outlook-mail.biz",
+            "megan.bowen.office@outlook-mail.biz",
+        ),
         SenderIPv4="193.29.57.140",
         Subject="Are you at your desk? I need a quick task done today",
         ThreatTypes="Phish",
